@@ -1,0 +1,105 @@
+"""The contract every task family passes; plugin authors call it from their own test suite.
+
+    from l2l_plugin import check_family
+    def test_my_family_conforms():
+        check_family(MyFamily())
+
+Like optax's shared optimizer tests: one set of checks that every implementation meets.
+Failures raise ``FamilyContractError`` (an AssertionError) naming the broken rule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import torch
+
+from l2l_plugin.families.base import Params, Task, TaskFamily
+
+
+class FamilyContractError(AssertionError):
+    """A family broke a rule of the plugin contract."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise FamilyContractError(message)
+
+
+def _same_params(a: Params, b: Params) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _check_params(task: Task, device: torch.device) -> Params:
+    params = task.init_params(device)
+    _require(isinstance(params, dict) and len(params) > 0, "init_params must return a non-empty dict")
+    for name, value in params.items():
+        _require(isinstance(name, str), f"parameter name {name!r} is not a string")
+        _require(isinstance(value, torch.Tensor), f"parameter {name!r} is not a tensor")
+        _require(value.is_floating_point(), f"parameter {name!r} has non-float dtype {value.dtype}")
+        _require(value.device.type == device.type, f"parameter {name!r} is on {value.device}, not {device}")
+        _require(bool(torch.isfinite(value).all()), f"initial parameter {name!r} is not finite")
+    return params
+
+
+def _check_loss_and_gradients(task: Task, params: Params) -> torch.Tensor:
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    loss = task.loss(leaves, 0)
+    _require(isinstance(loss, torch.Tensor) and loss.dim() == 0, "loss must be a scalar tensor")
+    _require(bool(torch.isfinite(loss)), f"loss at the initial parameters is not finite: {loss}")
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    for name, grad in zip(leaves, grads):
+        _require(grad is not None, f"no gradient reaches parameter {name!r}")
+        _require(bool(torch.isfinite(grad).all()), f"gradient of {name!r} is not finite")
+    _require(
+        any(bool(g.abs().sum() > 0) for g in grads if g is not None),
+        "every gradient is exactly zero at the initial parameters",
+    )
+    return loss.detach()
+
+
+def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str = "cpu") -> None:
+    """Run the contract checks against ``family``; raises FamilyContractError on a violation."""
+    _require(isinstance(family, TaskFamily), f"{family!r} is not a TaskFamily instance")
+    _require(len(seeds) >= 2 and len(set(seeds)) == len(seeds), "give at least two distinct seeds")
+    torch_device = torch.device(device)
+
+    # Config and schema round-trip: what the registry stores must rebuild the same family.
+    cls = type(family)
+    _require(cls.model_validate(family.model_dump()) == family, "model_dump does not round-trip")
+    _require(cls.model_validate_json(family.model_dump_json()) == family, "JSON does not round-trip")
+    schema = cls.model_json_schema()
+    _require(json.loads(json.dumps(schema)) == schema, "JSON Schema is not plain JSON")
+    _require(bool(cls.description()), f"{cls.__qualname__} needs a docstring (its description)")
+
+    first_losses = []
+    first_params = []
+    for seed in seeds:
+        task_a, task_b = family.sample(seed), family.sample(seed)
+        _require(isinstance(task_a, Task), f"sample({seed}) returned {type(task_a)!r}, not a Task")
+        params_a = _check_params(task_a, torch_device)
+        params_b = _check_params(task_b, torch_device)
+        _require(_same_params(params_a, params_b), f"sample({seed}) gives different initial parameters")
+        loss_a = _check_loss_and_gradients(task_a, params_a)
+        loss_b = _check_loss_and_gradients(task_b, params_b)
+        _require(torch.equal(loss_a, loss_b), f"sample({seed}) gives different losses: {loss_a} vs {loss_b}")
+        for step in (1, 7):
+            _require(
+                torch.equal(task_a.loss(params_a, step), task_b.loss(params_b, step)),
+                f"sample({seed}).loss(params, step={step}) is not reproducible",
+            )
+        held_out = task_a.eval_loss(params_a)
+        if held_out is not None:
+            _require(
+                isinstance(held_out, torch.Tensor) and held_out.dim() == 0 and bool(torch.isfinite(held_out)),
+                "eval_loss must return a finite scalar tensor or None",
+            )
+        first_params.append(params_a)
+        first_losses.append(loss_a)
+
+    distinct = any(
+        not (_same_params(first_params[0], p) and torch.equal(first_losses[0], l))
+        for p, l in zip(first_params[1:], first_losses[1:])
+    )
+    _require(distinct, f"seeds {list(seeds)} all give the same task")
