@@ -7,9 +7,32 @@ import json
 import sys
 from collections.abc import Sequence
 
+import warnings
+from pathlib import Path
+from typing import Any
+
+import entrypoints
 from pydantic import ValidationError
 
-from l2l_plugin.families import FamilyLoadError, UnknownFamilyError, discover_families, get_family
+from l2l_plugin.artifacts import OptimizerFilesError
+from l2l_plugin.evaluation import EvaluationReport
+from l2l_plugin.families import FamilyLoadError, UnknownFamilyError, discover_families, get_family, make_family
+from l2l_plugin.pipeline import (
+    MetaTrainOutcome,
+    evaluate_trained,
+    meta_train_and_evaluate,
+    resolve_meta_train_config,
+    write_evaluation,
+)
+from l2l_plugin.training import (
+    CheckpointMismatch,
+    MetaTrainCallback,
+    MetaTrainingCancelled,
+    MetaTrainingDiverged,
+    TqdmProgress,
+)
+
+CLI_EXTENSION_GROUP = "l2l_plugin.cli"
 
 
 def _families_table() -> str:
@@ -62,6 +85,71 @@ def cmd_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=sigmoid"]`` → ``{"a": {"b": 3}, "c": "sigmoid"}`` (values parsed as JSON when they are)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return result
+
+
+def _print_report(report: EvaluationReport) -> None:
+    print(f"\n{report.family}: {len(report.test_seeds)} held-out tasks, {report.steps} steps")
+    print(f"{'optimizer':<10} {'lr':>9} {'final mean':>12} {'median':>12} {'geomean':>12} {'loss sum':>12}")
+    for name, result in report.optimizers.items():
+        lr = f"{result.lr:.3g}" if result.lr is not None else "-"
+        print(
+            f"{name:<10} {lr:>9} {result.final_loss_mean:>12.4g} {result.final_loss_median:>12.4g} "
+            f"{result.final_loss_geomean:>12.4g} {result.loss_sum_mean:>12.4g}"
+        )
+    print(
+        f"win rate vs best baseline ({report.best_baseline}): {report.win_rate_vs_best_baseline:.0%}; "
+        f"beats every baseline: {report.beats_every_baseline}"
+    )
+
+
+def cmd_meta_train(args: argparse.Namespace, callbacks: Sequence[MetaTrainCallback] = ()) -> MetaTrainOutcome:
+    """Train, evaluate and write the files; extensions (the registry) wrap this handler."""
+    family_config = parse_assignments(args.set)
+    overrides = parse_assignments(args.meta)
+    family = make_family(args.family, family_config)
+    total = resolve_meta_train_config(family, overrides).meta_iterations
+    progress = TqdmProgress(total, disable=args.quiet)
+    try:
+        outcome = meta_train_and_evaluate(args.family, family_config, overrides, args.out, [progress, *callbacks])
+    finally:
+        progress.close()
+    _print_report(outcome.report)
+    print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
+    return outcome
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    report = evaluate_trained(
+        args.directory,
+        args.family,
+        parse_assignments(args.set) if args.set else None,
+        parse_assignments(args.eval),
+        args.steps,
+    )
+    _print_report(report)
+    if args.out:
+        json_path, plot_path = write_evaluation(report, Path(args.out))
+        print(f"\nwrote {json_path} and {plot_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2l", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,7 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
     families.add_argument("name", nargs="?", help="family name (with 'show')")
     families.add_argument("--json", action="store_true", help="machine-readable listing")
     families.set_defaults(handler=cmd_families)
+
+    train = commands.add_parser("meta-train", help="meta-train an LSTM optimizer for a family and evaluate it")
+    train.add_argument("family", help="family name (see `l2l families`)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="family config field")
+    train.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE",
+        help="meta-training config override, dotted for nesting (e.g. network.hidden_size=40)",
+    )
+    train.add_argument("--out", required=True, type=Path, help="output directory (resumes if it has a checkpoint)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=lambda args: cmd_meta_train(args) and 0)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a trained optimizer on any family config")
+    evaluate.add_argument("directory", type=Path, help="a trained optimizer's directory (holds optimizer.json)")
+    evaluate.add_argument("family", nargs="?", help="family to evaluate on (default: the one it was trained on)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="family config field")
+    evaluate.add_argument("--eval", action="append", default=[], metavar="KEY=VALUE", help="evaluation config field")
+    evaluate.add_argument("--steps", type=int, help="optimizee steps (default: the meta-training horizon)")
+    evaluate.add_argument("--out", type=Path, help="write evaluation.json and the plot here")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    _load_extensions(commands)
     return parser
+
+
+def _load_extensions(commands: argparse._SubParsersAction) -> None:
+    """Other distributions (the registry) add commands through the ``l2l_plugin.cli`` group."""
+    for entry_point in entrypoints.get_group_all(CLI_EXTENSION_GROUP):
+        try:
+            entry_point.load()(commands)
+        except Exception as exc:  # a broken extension must not take the whole CLI down
+            warnings.warn(f"l2l CLI extension {entry_point.name!r} failed: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"l2l: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    except (OptimizerFilesError, CheckpointMismatch, MetaTrainingDiverged, MetaTrainingCancelled) as exc:
+        print(f"l2l: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

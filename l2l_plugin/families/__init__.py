@@ -1,6 +1,6 @@
 """Task families: the plugin contract, entry-point discovery and the conformance checks."""
 
-from l2l_plugin.families.base import Params, Task, TaskFamily, seeded_generator
+from l2l_plugin.families.base import LoopedTaskStack, Params, Task, TaskFamily, TaskStack, seeded_generator
 from l2l_plugin.families.conformance import FamilyContractError, check_family
 from l2l_plugin.families.discovery import (
     ENTRY_POINT_GROUP,
@@ -19,9 +19,11 @@ __all__ = [
     "FamilyContractError",
     "FamilyEntry",
     "FamilyLoadError",
+    "LoopedTaskStack",
     "Params",
     "Task",
     "TaskFamily",
+    "TaskStack",
     "UnknownFamilyError",
     "check_family",
     "discover_families",

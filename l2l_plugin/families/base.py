@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +40,52 @@ class Task(abc.ABC):
         return None
 
 
+class TaskStack(abc.ABC):
+    """Several tasks of one family optimized side by side (meta-batches, evaluation).
+
+    Every parameter carries a leading dimension of ``size``, one slice per task, and
+    :meth:`losses` returns the (size,) vector of per-task losses. Instance ``k``'s loss must
+    depend only on slice ``k``, so coordinatewise optimizers treat the tasks independently.
+    """
+
+    size: int
+
+    @abc.abstractmethod
+    def init_params(self, device: torch.device | str = "cpu") -> Params:
+        """Initial parameters, each of shape (size, *task parameter shape)."""
+
+    @abc.abstractmethod
+    def losses(self, params: Mapping[str, torch.Tensor], step: int = 0) -> torch.Tensor:
+        """(size,) training losses at ``step``."""
+
+    def eval_losses(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """(size,) held-out losses, or ``None`` when the family has none."""
+        return None
+
+
+class LoopedTaskStack(TaskStack):
+    """The generic stack: each task sees its own slice, one loss call per task."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.tasks = list(tasks)
+        self.size = len(self.tasks)
+
+    def init_params(self, device: torch.device | str = "cpu") -> Params:
+        per_task = [task.init_params(device) for task in self.tasks]
+        return {name: torch.stack([params[name] for params in per_task]) for name in per_task[0]}
+
+    @staticmethod
+    def _slice(params: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        return {name: value[k] for name, value in params.items()}
+
+    def losses(self, params: Mapping[str, torch.Tensor], step: int = 0) -> torch.Tensor:
+        return torch.stack([task.loss(self._slice(params, k), step) for k, task in enumerate(self.tasks)])
+
+    def eval_losses(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        values = [task.eval_loss(self._slice(params, k)) for k, task in enumerate(self.tasks)]
+        return None if any(value is None for value in values) else torch.stack(values)
+
+
 class TaskFamily(BaseModel, abc.ABC):
     """Base class of every task family; subclass it, add fields, implement :meth:`sample`.
 
@@ -49,9 +96,20 @@ class TaskFamily(BaseModel, abc.ABC):
     # Frozen so a config can be hashed and shared between workers without being mutated.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: Overrides of l2l_plugin.training.MetaTrainConfig that suit this family (nested dicts),
+    #: applied beneath the user's own overrides.
+    meta_train_defaults: ClassVar[dict[str, Any]] = {}
+
     @abc.abstractmethod
     def sample(self, seed: int) -> Task:
         """The task for ``seed``; the same config and seed must give the same task."""
+
+    def sample_stack(self, seeds: Sequence[int]) -> TaskStack:
+        """The tasks for ``seeds`` side by side; override with a vectorized stack for speed.
+
+        An override must agree with :meth:`sample` (the conformance check compares them).
+        """
+        return LoopedTaskStack([self.sample(seed) for seed in seeds])
 
     @classmethod
     def description(cls) -> str:

@@ -59,6 +59,25 @@ def _check_loss_and_gradients(task: Task, params: Params) -> torch.Tensor:
     return loss.detach()
 
 
+def _check_stack(
+    family: TaskFamily, seeds: list[int], params: list[Params], losses: list[torch.Tensor], device: torch.device
+) -> None:
+    """``sample_stack`` must agree with ``sample`` task by task (vectorized overrides included)."""
+    stack = family.sample_stack(seeds)
+    _require(stack.size == len(seeds), f"sample_stack(seeds).size is {stack.size}, expected {len(seeds)}")
+    stacked = stack.init_params(device)
+    _require(stacked.keys() == params[0].keys(), "sample_stack parameters are named differently from sample's")
+    for name in stacked:
+        expected = torch.stack([p[name] for p in params])
+        _require(torch.equal(stacked[name], expected), f"sample_stack parameter {name!r} differs from sample's")
+    stacked_losses = stack.losses(stacked, 0)
+    _require(stacked_losses.shape == (len(seeds),), f"losses() has shape {tuple(stacked_losses.shape)}")
+    _require(
+        torch.allclose(stacked_losses.detach(), torch.stack(losses), rtol=1e-4, atol=1e-6),
+        f"sample_stack losses {stacked_losses.tolist()} differ from sample's {[float(l) for l in losses]}",
+    )
+
+
 def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str = "cpu") -> None:
     """Run the contract checks against ``family``; raises FamilyContractError on a violation."""
     _require(isinstance(family, TaskFamily), f"{family!r} is not a TaskFamily instance")
@@ -97,6 +116,8 @@ def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str 
             )
         first_params.append(params_a)
         first_losses.append(loss_a)
+
+    _check_stack(family, list(seeds), first_params, first_losses, torch_device)
 
     distinct = any(
         not (_same_params(first_params[0], p) and torch.equal(first_losses[0], l))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
-from l2l_plugin.families import Params, Task, TaskFamily, seeded_generator
+from l2l_plugin.families import Params, Task, TaskFamily, TaskStack, seeded_generator
 
 
 class QuadraticTask(Task):
@@ -27,6 +27,25 @@ class QuadraticTask(Task):
         return residual.square().sum(dim=1).mean()
 
 
+class QuadraticStack(TaskStack):
+    """Many quadratic tasks in one batched einsum (the meta-trainer's fast path)."""
+
+    def __init__(self, tasks: Sequence[QuadraticTask]) -> None:
+        self.size = len(tasks)
+        self.weights = torch.stack([task.weights for task in tasks])  # (size, functions, dim, dim)
+        self.targets = torch.stack([task.targets for task in tasks])
+        self.theta0 = torch.stack([task.theta0 for task in tasks])
+
+    def init_params(self, device: torch.device | str = "cpu") -> Params:
+        return {"theta": self.theta0.clone().to(device)}
+
+    def losses(self, params: Mapping[str, torch.Tensor], step: int = 0) -> torch.Tensor:
+        theta = params["theta"]
+        weights = self.weights.to(theta.device)
+        residual = torch.einsum("kfij,kfj->kfi", weights, theta) - self.targets.to(theta.device)
+        return residual.square().sum(dim=2).mean(dim=1)
+
+
 class QuadraticFamily(TaskFamily):
     """Random quadratics ‖Wθ − y‖² with W, y drawn per task (the paper's first experiment)."""
 
@@ -41,6 +60,19 @@ class QuadraticFamily(TaskFamily):
     )
     theta_init_std: float = Field(0.01, ge=0.0, le=100.0, description="θ₀ ~ N(0, theta_init_std²).")
 
+    # Measured on this family (see BENCHMARKS.md): raw gradients as in the paper's quadratic
+    # experiment, plus the log-loss input and the scale-invariant log term of later work.
+    meta_train_defaults: ClassVar[dict[str, Any]] = {
+        "network": {"preprocess_p": None, "loss_input": True, "output_scale": 0.1},
+        "meta_loss_log_weight": 0.1,
+        "meta_batch_size": 32,
+        "meta_iterations": 2000,
+        "validation_every": 100,
+        "validation_tasks": 64,
+        "max_seconds": 270,
+        "evaluation": {"tuning_tasks": 32, "lr_min": 1e-4, "lr_max": 1.0, "lr_points_per_decade": 4},
+    }
+
     def sample(self, seed: int) -> QuadraticTask:
         generator = seeded_generator(seed)
         shape = (self.num_functions, self.dim)
@@ -49,3 +81,6 @@ class QuadraticFamily(TaskFamily):
         targets = draw(shape, generator=generator)
         theta0 = torch.randn(shape, generator=generator) * self.theta_init_std
         return QuadraticTask(weights, targets, theta0)
+
+    def sample_stack(self, seeds: Sequence[int]) -> QuadraticStack:
+        return QuadraticStack([self.sample(seed) for seed in seeds])

@@ -1,0 +1,125 @@
+"""Meta-train, evaluate and write a trained optimizer's files: what ``l2l meta-train`` runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2l_plugin import __version__
+from l2l_plugin.artifacts import (
+    OptimizerManifest,
+    Provenance,
+    TrainedOptimizer,
+    git_commit,
+    load_trained_optimizer,
+    save_trained_optimizer,
+)
+from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
+from l2l_plugin.families import TaskFamily, make_family
+from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, meta_train, resolve_device
+from l2l_plugin.training.config import EvaluationConfig
+
+OPTIMIZER_DIR = "optimizer"
+EVALUATION_NAME = "evaluation.json"
+PLOT_NAME = "loss_curves.png"
+CHECKPOINT_DIR = "checkpoint"
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_meta_train_config(family: TaskFamily, overrides: Mapping[str, Any] | None = None) -> MetaTrainConfig:
+    """The family's defaults with the user's overrides on top, validated."""
+    return MetaTrainConfig.model_validate(deep_merge(type(family).meta_train_defaults, overrides or {}))
+
+
+@dataclass
+class MetaTrainOutcome:
+    directory: Path  # holds optimizer/, evaluation.json and the plot
+    trained: TrainedOptimizer
+    report: EvaluationReport
+
+    @property
+    def optimizer_dir(self) -> Path:
+        return self.directory / OPTIMIZER_DIR
+
+
+def write_evaluation(report: EvaluationReport, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / EVALUATION_NAME
+    json_path.write_text(report.model_dump_json(indent=2))
+    return json_path, plot_loss_curves(report, directory / PLOT_NAME)
+
+
+def meta_train_and_evaluate(
+    family_name: str,
+    family_config: Mapping[str, Any] | None,
+    meta_overrides: Mapping[str, Any] | None,
+    out_dir: Path | str,
+    callbacks: Sequence[MetaTrainCallback] = (),
+) -> MetaTrainOutcome:
+    """Train on ``family_name``, evaluate on held-out tasks, write everything under ``out_dir``.
+
+    A checkpoint under ``out_dir/checkpoint`` lets a stopped run resume with the same call.
+    """
+    family = make_family(family_name, family_config)
+    config = resolve_meta_train_config(family, meta_overrides)
+    out = Path(out_dir)
+    result = meta_train(family, config, checkpoint_dir=out / CHECKPOINT_DIR, callbacks=callbacks)
+    device = resolve_device(config.device)
+    report = evaluate(result.net, family, family_name, config.evaluation, config.evaluation_steps, device)
+    manifest = OptimizerManifest(
+        network=config.network,
+        family=family_name,
+        family_config=family.model_dump(mode="json"),
+        meta_training=config.model_dump(mode="json"),
+        provenance=Provenance(
+            library_version=__version__,
+            git_commit=git_commit(),
+            device=result.device,
+            meta_train_seconds=round(result.wall_seconds, 2),
+            meta_iterations=result.iterations,
+            best_iteration=result.best_iteration,
+            best_validation_loss=result.best_validation_loss,
+            skipped_nonfinite=result.skipped_nonfinite,
+        ),
+        evaluation_summary=report.summary(),
+    )
+    trained = TrainedOptimizer(manifest, result.net)
+    save_trained_optimizer(out / OPTIMIZER_DIR, trained)
+    write_evaluation(report, out)
+    (out / "history.json").write_text(json.dumps(result.history))
+    return MetaTrainOutcome(out, trained, report)
+
+
+def evaluate_trained(
+    optimizer_dir: Path | str,
+    family_name: str | None = None,
+    family_config: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    steps: int | None = None,
+    device: str = "auto",
+) -> EvaluationReport:
+    """Evaluate saved files on their own family, or on another config (generalisation)."""
+    trained = load_trained_optimizer(optimizer_dir)
+    manifest = trained.manifest
+    name = family_name or manifest.family
+    config = family_config if family_config is not None else (manifest.family_config if name == manifest.family else {})
+    family = make_family(name, config)
+    trained_config = MetaTrainConfig.model_validate(manifest.meta_training)
+    eval_config = EvaluationConfig.model_validate(
+        deep_merge(trained_config.evaluation.model_dump(), evaluation or {})
+    )
+    return evaluate(
+        trained.net, family, name, eval_config, steps or trained_config.evaluation_steps, resolve_device(device)
+    )

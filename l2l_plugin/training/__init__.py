@@ -1,0 +1,26 @@
+"""Meta-training the LSTM optimizer on a task family."""
+
+from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress, TqdmProgress
+from l2l_plugin.training.config import EvaluationConfig, MetaTrainConfig
+from l2l_plugin.training.meta_train import (
+    CheckpointMismatch,
+    MetaTrainingCancelled,
+    MetaTrainingDiverged,
+    MetaTrainResult,
+    meta_train,
+    resolve_device,
+)
+
+__all__ = [
+    "CheckpointMismatch",
+    "EvaluationConfig",
+    "MetaTrainCallback",
+    "MetaTrainConfig",
+    "MetaTrainProgress",
+    "MetaTrainResult",
+    "MetaTrainingCancelled",
+    "MetaTrainingDiverged",
+    "TqdmProgress",
+    "meta_train",
+    "resolve_device",
+]

@@ -1,0 +1,74 @@
+"""Every knob of meta-training and evaluation, with the paper's defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from l2l_plugin.optimizer.config import OptimizerNetConfig
+
+BaselineName = Literal["sgd", "nag", "rmsprop", "adam"]
+
+
+class EvaluationConfig(BaseModel):
+    """Held-out comparison against hand-designed optimizers with tuned learning rates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    test_tasks: int = Field(100, ge=1, le=10_000, description="Held-out instances (never trained on).")
+    steps: int | None = Field(None, ge=1, le=100_000, description="Optimizee steps; null = the meta-training horizon.")
+    tuning_tasks: int = Field(10, ge=1, le=1000, description="Validation instances used to tune baseline learning rates.")
+    lr_min: float = Field(1e-4, gt=0, description="Smallest learning rate of the log-spaced tuning grid.")
+    lr_max: float = Field(1.0, gt=0, description="Largest learning rate of the grid.")
+    lr_points_per_decade: int = Field(2, ge=1, le=10, description="Grid density.")
+    baselines: tuple[BaselineName, ...] = ("sgd", "nag", "rmsprop", "adam")
+    nag_momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum of the NAG baseline.")
+
+    @model_validator(mode="after")
+    def _grid(self) -> EvaluationConfig:
+        if self.lr_max < self.lr_min:
+            raise ValueError(f"lr_max ({self.lr_max}) is below lr_min ({self.lr_min})")
+        return self
+
+
+class MetaTrainConfig(BaseModel):
+    """Truncated-BPTT meta-training of the LSTM optimizer (defaults: the paper's recipe)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: OptimizerNetConfig = OptimizerNetConfig()
+    seed: int = Field(0, ge=0, lt=2**31, description="Seeds the network init and the training task stream.")
+    meta_iterations: int = Field(1000, ge=1, le=10_000_000, description="Meta-gradient steps (one per unroll).")
+    horizon: int = Field(100, ge=1, le=100_000, description="Optimizee steps per trajectory (a fresh task each).")
+    unroll_length: int = Field(20, ge=1, le=100_000, description="Steps per truncated unroll.")
+    meta_batch_size: int = Field(1, ge=1, le=4096, description="Tasks per meta-gradient step.")
+    meta_lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the meta-optimizer.")
+    meta_loss_log_weight: float = Field(
+        0.0, ge=0, description="Per-step meta-loss is mean f + this * mean log f (scale invariance)."
+    )
+    step_weights: tuple[float, ...] | None = Field(
+        None, description="Meta-loss weight w_t per step t = 1..horizon; null = 1 for every step."
+    )
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the meta-gradient's norm.")
+    validation_every: int = Field(50, ge=1, description="Meta-iterations between validations.")
+    validation_tasks: int = Field(16, ge=1, le=10_000, description="Fixed validation instances.")
+    checkpoint_every: int = Field(100, ge=1, description="Meta-iterations between checkpoints.")
+    max_consecutive_nonfinite: int = Field(
+        20, ge=1, description="Non-finite meta-steps in a row that end the run with an error."
+    )
+    max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget; stops early when reached.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = CUDA when present.")
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetaTrainConfig:
+        if self.horizon % self.unroll_length:
+            raise ValueError(f"horizon ({self.horizon}) must be a multiple of unroll_length ({self.unroll_length})")
+        if self.step_weights is not None and len(self.step_weights) != self.horizon:
+            raise ValueError(f"step_weights has {len(self.step_weights)} entries, horizon is {self.horizon}")
+        return self
+
+    @property
+    def evaluation_steps(self) -> int:
+        return self.evaluation.steps or self.horizon

@@ -1,0 +1,244 @@
+"""Meta-training: truncated backpropagation through the optimizee's training (paper, section 2)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2l_plugin.families import TaskFamily
+from l2l_plugin.optimizer.network import LSTMOptimizerNet
+from l2l_plugin.optimizer.rollout import OptimizeeBatch, run_learned
+from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress
+from l2l_plugin.training.checkpoint import load_checkpoint, save_checkpoint
+from l2l_plugin.training.config import MetaTrainConfig
+from l2l_plugin.training.seeds import training_seed, validation_seeds
+
+
+class MetaTrainingDiverged(RuntimeError):
+    """Too many non-finite meta-losses or meta-gradients in a row."""
+
+
+class MetaTrainingCancelled(RuntimeError):
+    """A callback asked the run to stop."""
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint directory holds a run with another configuration."""
+
+
+@dataclass
+class MetaTrainResult:
+    net: LSTMOptimizerNet  # holds the best weights on validation
+    best_validation_loss: float
+    best_iteration: int
+    iterations: int
+    skipped_nonfinite: int
+    wall_seconds: float
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def step_objective(losses: torch.Tensor, log_weight: float) -> torch.Tensor:
+    """Per-step meta-loss: mean f (+ log_weight * mean log f, which is scale invariant)."""
+    objective = losses.mean()
+    if log_weight:
+        objective = objective + log_weight * torch.log(losses.clamp_min(1e-30)).mean()
+    return objective
+
+
+def trajectory_objective(curve: torch.Tensor, log_weight: float) -> float:
+    """Validation score of (B, T + 1) loss curves: the meta-loss averaged over steps 1..T."""
+    return float(torch.stack([step_objective(curve[:, t], log_weight) for t in range(1, curve.shape[1])]).mean())
+
+
+class _Run:
+    """Mutable state of one meta-training run; everything a checkpoint must restore."""
+
+    def __init__(self, family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> None:
+        self.family = family
+        self.config = config
+        self.device = device
+        torch.manual_seed(config.seed)
+        self.net = LSTMOptimizerNet(config.network).to(device)
+        self.meta_optimizer = torch.optim.Adam(self.net.parameters(), lr=config.meta_lr)
+        self.iteration = 0
+        self.trajectory = 0
+        self.skipped = 0
+        self.consecutive_nonfinite = 0
+        self.best_validation = math.inf
+        self.best_iteration = 0
+        self.best_weights = copy.deepcopy(self.net.state_dict())
+        self.last_validation: float | None = None
+        self.history: list[dict[str, float]] = []
+        self.elapsed_before = 0.0
+
+    def identity(self) -> str:
+        return self.config.model_dump_json(exclude={"max_seconds", "checkpoint_every"}) + self.family.model_dump_json()
+
+    def state(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "identity": self.identity(),
+            "net": self.net.state_dict(),
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "counters": [self.iteration, self.trajectory, self.skipped, self.consecutive_nonfinite, self.best_iteration],
+            "best_validation": self.best_validation,
+            "last_validation": self.last_validation,
+            "best_weights": self.best_weights,
+            "history": self.history,
+            "elapsed": elapsed,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        if saved["identity"] != self.identity():
+            raise CheckpointMismatch("the checkpoint was written by a run with a different configuration")
+        self.net.load_state_dict(saved["net"])
+        self.meta_optimizer.load_state_dict(saved["meta_optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        (self.iteration, self.trajectory, self.skipped, self.consecutive_nonfinite, self.best_iteration) = saved[
+            "counters"
+        ]
+        self.best_validation = saved["best_validation"]
+        self.last_validation = saved["last_validation"]
+        self.best_weights = {k: v.to(self.device) for k, v in saved["best_weights"].items()}
+        self.history = saved["history"]
+        self.elapsed_before = saved["elapsed"]
+
+
+def _meta_gradient_is_finite(net: LSTMOptimizerNet) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters())
+
+
+def meta_train(
+    family: TaskFamily,
+    config: MetaTrainConfig,
+    *,
+    checkpoint_dir: Path | str | None = None,
+    callbacks: Sequence[MetaTrainCallback] = (),
+) -> MetaTrainResult:
+    """Meta-train an LSTM optimizer on ``family``; resumes from ``checkpoint_dir`` when it has one."""
+    device = resolve_device(config.device)
+    run = _Run(family, config, device)
+    checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
+        run.restore(saved)
+
+    validation_tasks = family.sample_stack(validation_seeds(config.validation_tasks))
+    weights = config.step_weights or (1.0,) * config.horizon
+    unrolls_per_trajectory = config.horizon // config.unroll_length
+    started = time.perf_counter()
+    last_checkpoint = run.iteration
+
+    def elapsed() -> float:
+        return run.elapsed_before + time.perf_counter() - started
+
+    def progress(meta_loss: float | None) -> MetaTrainProgress:
+        best = run.best_validation if math.isfinite(run.best_validation) else None
+        return MetaTrainProgress(
+            run.iteration, config.meta_iterations, meta_loss, run.last_validation, best, run.skipped, elapsed()
+        )
+
+    def validate() -> None:
+        curve, _ = run_learned(run.net, validation_tasks, config.horizon, device)
+        run.last_validation = trajectory_objective(curve, config.meta_loss_log_weight)
+        run.history.append({"iteration": run.iteration, "validation_loss": run.last_validation})
+        if math.isfinite(run.last_validation) and run.last_validation < run.best_validation:
+            run.best_validation = run.last_validation
+            run.best_iteration = run.iteration
+            run.best_weights = copy.deepcopy(run.net.state_dict())
+        for callback in callbacks:
+            callback.on_validation(progress(None))
+
+    if run.iteration == 0 and not run.history:
+        validate()  # the untrained optimizer is the first candidate, so "best" is never unmeasured
+
+    stop_reason: str | None = None
+    while run.iteration < config.meta_iterations and stop_reason is None:
+        stack = family.sample_stack(
+            [training_seed(config.seed, run.trajectory * config.meta_batch_size + b) for b in range(config.meta_batch_size)]
+        )
+        batch = OptimizeeBatch(run.net, stack, device)
+        step = 0
+        for _ in range(unrolls_per_trajectory):
+            if run.iteration >= config.meta_iterations:
+                break
+            losses = batch.losses(step)
+            meta_loss = torch.zeros((), device=device)
+            for _ in range(config.unroll_length):
+                batch.step(losses, track_meta_gradient=True)
+                step += 1
+                losses = batch.losses(step)
+                meta_loss = meta_loss + weights[step - 1] * step_objective(losses, config.meta_loss_log_weight)
+            meta_loss = meta_loss / config.unroll_length
+
+            run.meta_optimizer.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(meta_loss))
+            if finite:
+                meta_loss.backward()
+                finite = _meta_gradient_is_finite(run.net)
+            if finite:
+                if config.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(run.net.parameters(), config.grad_clip_norm)
+                run.meta_optimizer.step()
+                run.consecutive_nonfinite = 0
+            else:
+                run.meta_optimizer.zero_grad(set_to_none=True)
+                run.skipped += 1
+                run.consecutive_nonfinite += 1
+            run.iteration += 1
+            meta_loss_value = float(meta_loss.detach()) if finite else None
+            run.history.append({"iteration": run.iteration, "meta_loss": meta_loss_value or math.nan})
+            for callback in callbacks:
+                callback.on_iteration(progress(meta_loss_value))
+            if run.consecutive_nonfinite >= config.max_consecutive_nonfinite:
+                raise MetaTrainingDiverged(
+                    f"{run.consecutive_nonfinite} non-finite meta-losses or meta-gradients in a row "
+                    f"(iteration {run.iteration}, {run.skipped} skipped in all); lower meta_lr or output_scale, "
+                    "or set grad_clip_norm"
+                )
+            if run.iteration % config.validation_every == 0 or run.iteration == config.meta_iterations:
+                validate()
+            if any(callback.should_stop() for callback in callbacks):
+                raise MetaTrainingCancelled(f"cancelled at meta-iteration {run.iteration}")
+            if config.max_seconds is not None and elapsed() >= config.max_seconds:
+                stop_reason = "time budget"
+                break
+            if not finite:
+                break  # the trajectory's parameters may be ruined: start a fresh task
+            batch.truncate()
+        run.trajectory += 1
+        if checkpoint_path is not None and run.iteration - last_checkpoint >= config.checkpoint_every:
+            save_checkpoint(checkpoint_path, run.state(elapsed()))
+            last_checkpoint = run.iteration
+
+    if stop_reason is not None and run.history and "validation_loss" not in run.history[-1]:
+        validate()  # the weights at the budget's end get their chance too
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, run.state(elapsed()))
+    run.net.load_state_dict(run.best_weights)
+    return MetaTrainResult(
+        net=run.net,
+        best_validation_loss=run.best_validation,
+        best_iteration=run.best_iteration,
+        iterations=run.iteration,
+        skipped_nonfinite=run.skipped,
+        wall_seconds=elapsed(),
+        device=str(device),
+        history=run.history,
+    )

@@ -1,0 +1,56 @@
+"""Small families and configs shared by the tests (defined here, not registered as plugins)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field
+
+from l2l_plugin.families import Task, TaskFamily, seeded_generator
+from l2l_plugin.training import MetaTrainConfig
+
+TINY_META = {
+    "meta_batch_size": 8,
+    "horizon": 10,
+    "unroll_length": 5,
+    "meta_iterations": 6,
+    "validation_every": 3,
+    "validation_tasks": 4,
+    "checkpoint_every": 2,
+    "evaluation": {"test_tasks": 6, "tuning_tasks": 3, "lr_min": 1e-3, "lr_max": 1.0, "lr_points_per_decade": 1},
+}
+
+
+def tiny_config(**overrides) -> MetaTrainConfig:
+    merged = {**TINY_META, **overrides}
+    return MetaTrainConfig.model_validate(merged)
+
+
+class TwoKindTask(Task):
+    """A 'conv' and an 'fc' parameter, so per-group LSTMs have something to split."""
+
+    def __init__(self, seed: int, nan_at_step: int | None) -> None:
+        generator = seeded_generator(seed)
+        self.a = torch.randn(4, generator=generator)
+        self.b = torch.randn(3, generator=generator)
+        self.nan_at_step = nan_at_step
+
+    def init_params(self, device="cpu"):
+        return {"conv.weight": torch.zeros(2, 2, device=device), "fc.weight": torch.zeros(3, device=device)}
+
+    def loss(self, params, step=0):
+        value = (params["conv.weight"].reshape(-1) - self.a).square().sum() + (params["fc.weight"] - self.b).square().sum()
+        if self.nan_at_step is not None and step == self.nan_at_step:
+            value = value * math.nan
+        return value
+
+
+class TwoKindFamily(TaskFamily):
+    """Two parameter kinds; optionally a NaN loss on some tasks (failure injection)."""
+
+    nan_every: int = Field(0, ge=0, description="Every nan_every-th training task gives a NaN loss (0: never).")
+
+    def sample(self, seed: int) -> Task:
+        poisoned = self.nan_every and (seed // 3) % self.nan_every == 0 and seed % 3 == 0
+        return TwoKindTask(seed, nan_at_step=3 if poisoned else None)
