@@ -135,6 +135,11 @@ def cmd_meta_train(args: argparse.Namespace, callbacks: Sequence[MetaTrainCallba
     return outcome
 
 
+def _meta_train_command(args: argparse.Namespace) -> int:
+    cmd_meta_train(args)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_trained(
         args.directory,
@@ -169,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, type=Path, help="output directory (resumes if it has a checkpoint)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=lambda args: cmd_meta_train(args) and 0)
+    train.set_defaults(handler=_meta_train_command)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained optimizer on any family config")
     evaluate.add_argument("directory", type=Path, help="a trained optimizer's directory (holds optimizer.json)")

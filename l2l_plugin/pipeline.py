@@ -19,7 +19,7 @@ from l2l_plugin.artifacts import (
 )
 from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
 from l2l_plugin.families import TaskFamily, make_family
-from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, meta_train, resolve_device
+from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, cpu_threads, meta_train, resolve_device
 from l2l_plugin.training.config import EvaluationConfig
 
 OPTIMIZER_DIR = "optimizer"
@@ -77,7 +77,8 @@ def meta_train_and_evaluate(
     out = Path(out_dir)
     result = meta_train(family, config, checkpoint_dir=out / CHECKPOINT_DIR, callbacks=callbacks)
     device = resolve_device(config.device)
-    report = evaluate(result.net, family, family_name, config.evaluation, config.evaluation_steps, device)
+    with cpu_threads(config.cpu_threads):
+        report = evaluate(result.net, family, family_name, config.evaluation, config.evaluation_steps, device)
     manifest = OptimizerManifest(
         network=config.network,
         family=family_name,
@@ -120,6 +121,7 @@ def evaluate_trained(
     eval_config = EvaluationConfig.model_validate(
         deep_merge(trained_config.evaluation.model_dump(), evaluation or {})
     )
-    return evaluate(
-        trained.net, family, name, eval_config, steps or trained_config.evaluation_steps, resolve_device(device)
-    )
+    with cpu_threads(trained_config.cpu_threads):
+        return evaluate(
+            trained.net, family, name, eval_config, steps or trained_config.evaluation_steps, resolve_device(device)
+        )

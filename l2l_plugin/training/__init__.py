@@ -7,6 +7,7 @@ from l2l_plugin.training.meta_train import (
     MetaTrainingCancelled,
     MetaTrainingDiverged,
     MetaTrainResult,
+    cpu_threads,
     meta_train,
     resolve_device,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MetaTrainingCancelled",
     "MetaTrainingDiverged",
     "TqdmProgress",
+    "cpu_threads",
     "meta_train",
     "resolve_device",
 ]

@@ -39,7 +39,6 @@ class TqdmProgress(MetaTrainCallback):
         self.bar = tqdm(total=total, desc="meta-train", unit="it", **tqdm_kwargs)
 
     def on_iteration(self, progress: MetaTrainProgress) -> None:
-        self.bar.n = progress.iteration
         postfix = {"meta_loss": f"{progress.meta_loss:.4g}" if progress.meta_loss is not None else "skipped"}
         if progress.best_validation_loss is not None:
             postfix["val"] = f"{progress.validation_loss:.4g}"
@@ -47,7 +46,7 @@ class TqdmProgress(MetaTrainCallback):
         if progress.skipped_nonfinite:
             postfix["skipped"] = str(progress.skipped_nonfinite)
         self.bar.set_postfix(postfix, refresh=False)
-        self.bar.refresh()
+        self.bar.update(progress.iteration - self.bar.n)  # redraws at most every mininterval
 
     def close(self) -> None:
         self.bar.close()

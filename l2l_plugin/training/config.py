@@ -58,6 +58,13 @@ class MetaTrainConfig(BaseModel):
         20, ge=1, description="Non-finite meta-steps in a row that end the run with an error."
     )
     max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget; stops early when reached.")
+    cpu_threads: int | None = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="torch intra-op threads on CPU while training and evaluating; the paper's problems are "
+        "small, where extra threads only add synchronisation (null: leave torch's setting).",
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = CUDA when present.")
     evaluation: EvaluationConfig = EvaluationConfig()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ class MetaTrainResult:
     wall_seconds: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for a block, then restore it."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -133,6 +146,16 @@ def meta_train(
     callbacks: Sequence[MetaTrainCallback] = (),
 ) -> MetaTrainResult:
     """Meta-train an LSTM optimizer on ``family``; resumes from ``checkpoint_dir`` when it has one."""
+    with cpu_threads(config.cpu_threads):
+        return _meta_train(family, config, checkpoint_dir, callbacks)
+
+
+def _meta_train(
+    family: TaskFamily,
+    config: MetaTrainConfig,
+    checkpoint_dir: Path | str | None,
+    callbacks: Sequence[MetaTrainCallback],
+) -> MetaTrainResult:
     device = resolve_device(config.device)
     run = _Run(family, config, device)
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None

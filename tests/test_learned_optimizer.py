@@ -1,0 +1,190 @@
+"""LearnedOptimizer as a torch.optim.Optimizer, and a trained optimizer's files."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import tiny_config
+from l2l_plugin import LearnedOptimizer, load_trained_optimizer, make_family
+from l2l_plugin.artifacts import (
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    OptimizerFilesError,
+    OptimizerManifest,
+    Provenance,
+    TrainedOptimizer,
+    save_trained_optimizer,
+)
+from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
+from l2l_plugin.optimizer.rollout import run_learned
+
+
+def _trained(network: dict | None = None, seed: int = 0) -> TrainedOptimizer:
+    torch.manual_seed(seed)
+    config = OptimizerNetConfig.model_validate(network or {})
+    net = LSTMOptimizerNet(config)
+    with torch.no_grad():  # make the head produce visible steps
+        for sub in net.nets.values():
+            sub.head.weight.normal_(std=0.5)
+    manifest = OptimizerManifest(
+        network=config,
+        family="quadratic",
+        family_config={"dim": 5},
+        meta_training=tiny_config().model_dump(mode="json"),
+        provenance=Provenance(library_version="test"),
+    )
+    return TrainedOptimizer(manifest, net)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+def _loss(model: torch.nn.Module) -> torch.Tensor:
+    x = torch.linspace(-1, 1, 32).reshape(8, 4)
+    return (model(x) - x.sum(dim=1, keepdim=True)).square().mean()
+
+
+def _train(model, optimizer, steps, closure_style=False):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        if closure_style:
+            optimizer.step(lambda: (_loss(model).backward(), _loss(model))[1])
+        else:
+            loss = _loss(model)
+            loss.backward()
+            optimizer.step(loss=loss)
+
+
+def test_files_round_trip_and_load_without_pickle(tmp_path):
+    trained = _trained({"gac_cells": 2})
+    directory = save_trained_optimizer(tmp_path / "opt", trained)
+    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST_NAME, WEIGHTS_NAME]
+    assert json.loads((directory / MANIFEST_NAME).read_text())["network"]["gac_cells"] == 2
+    weights = load_file(str(directory / WEIGHTS_NAME))  # safetensors: no code runs on load
+    for key, value in trained.net.state_dict().items():
+        assert torch.equal(weights[key], value)
+    loaded = load_trained_optimizer(directory)
+    assert loaded.manifest == trained.manifest
+
+
+def test_missing_or_mismatched_files_are_clear_errors(tmp_path):
+    with pytest.raises(OptimizerFilesError, match="optimizer.json is missing"):
+        load_trained_optimizer(tmp_path)
+    directory = save_trained_optimizer(tmp_path / "opt", _trained())
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest["network"]["hidden_size"] = 7
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(OptimizerFilesError, match="does not match the architecture"):
+        load_trained_optimizer(directory)
+
+
+@pytest.mark.parametrize("network", [{}, {"loss_input": True, "gac_cells": 3}])
+def test_trains_in_an_ordinary_loop(network):
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _trained(network))
+    before = _loss(model).item()
+    _train(model, optimizer, 5)
+    assert _loss(model).item() != before
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert len(optimizer.state) == 4 and all(s["step"] == 5 for s in optimizer.state.values())
+
+
+def test_state_dict_round_trip_reproduces_the_next_step_exactly(tmp_path):
+    trained = _trained({"loss_input": True, "gac_cells": 2})
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), trained)
+    _train(model, optimizer, 3)
+    torch.save(optimizer.state_dict(), tmp_path / "opt.pt")
+    twin = copy.deepcopy(model)
+
+    _train(model, optimizer, 1)
+    restored = LearnedOptimizer(twin.parameters(), trained)
+    restored.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    _train(twin, restored, 1)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_matches_the_batched_rollout_used_in_meta_training_and_evaluation():
+    trained = _trained({"preprocess_p": None, "loss_input": True, "gac_cells": 2})
+    family = make_family("quadratic", {"dim": 6})
+    curve, _ = run_learned(trained.net, family.sample_stack([4]), 8, torch.device("cpu"))
+
+    task = family.sample(4)
+    theta = task.init_params()["theta"].requires_grad_(True)
+    optimizer = LearnedOptimizer([theta], trained)
+    losses = []
+    for step in range(8):
+        optimizer.zero_grad()
+        loss = task.loss({"theta": theta}, step)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step(loss=loss)
+    losses.append(task.loss({"theta": theta}, 8).item())
+    assert losses == pytest.approx(curve[0].tolist(), rel=1e-5)
+
+
+def test_named_parameters_select_the_group_lstm():
+    trained = _trained({"groups": [{"name": "first", "pattern": r"^0\."}]})
+    with torch.no_grad():
+        trained.net.nets["first"].head.weight.zero_()  # the 'first' LSTM never moves its parameters
+    model = _model()
+    first_before = model[0].weight.detach().clone()
+    last_before = model[2].weight.detach().clone()
+    _train(model, LearnedOptimizer(model.named_parameters(), trained), 2)
+    assert torch.equal(model[0].weight, first_before)
+    assert not torch.equal(model[2].weight, last_before)
+
+    with pytest.warns(UserWarning, match="named_parameters"):
+        LearnedOptimizer(_model().parameters(), trained)
+
+
+def test_parameters_without_gradients_are_skipped():
+    model = _model()
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    optimizer = LearnedOptimizer(model.parameters(), _trained())
+    _train(model, optimizer, 2)
+    assert torch.equal(model[0].weight, frozen)
+    assert model[0].weight not in optimizer.state
+
+
+def test_lr_scales_the_update_and_is_validated():
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        LearnedOptimizer(_model().parameters(), _trained(), lr=0.0)
+    full, half = _model(), _model()
+    start = [p.detach().clone() for p in full.parameters()]
+    _train(full, LearnedOptimizer(full.parameters(), _trained()), 1)
+    _train(half, LearnedOptimizer(half.parameters(), _trained(), lr=0.5), 1)
+    for s, f, h in zip(start, full.parameters(), half.parameters()):
+        assert torch.allclose(h - s, 0.5 * (f - s), atol=1e-7)
+
+
+def test_bad_gradients_and_missing_loss_are_clear_errors():
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = LearnedOptimizer(embedding.parameters(), _trained())
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        optimizer.step()
+
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), _trained({"loss_input": True}))
+    _loss(model).backward()
+    with pytest.raises(ValueError, match="step\\(closure\\)"):
+        optimizer.step()
+    optimizer.step(lambda: _loss(model))  # a closure provides it
+
+
+def test_loads_from_a_directory(tmp_path):
+    directory = save_trained_optimizer(tmp_path / "opt", _trained())
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), directory)
+    _train(model, optimizer, 1)
+    assert optimizer.trained.manifest.family == "quadratic"
