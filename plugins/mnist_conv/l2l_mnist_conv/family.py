@@ -24,7 +24,6 @@ CLASSES = 10
 EVAL_CHUNK = 200
 
 
-@functools.lru_cache(maxsize=32)
 def _network(
     dataset: Dataset,
     conv_channels: tuple[int, ...],
@@ -35,6 +34,8 @@ def _network(
 ) -> ConvNet:
     channels, side = IMAGE_GEOMETRY[dataset]
     # On the meta device: the module only supplies structure, the task's params its values.
+    # One per task, not cached: functional_call swaps the params into the module during a
+    # call, so two threads sharing a module would race.
     with torch.device("meta"):
         return ConvNet(
             channels, side, conv_channels, kernel_size, hidden_sizes, CLASSES, activation, batch_norm

@@ -46,9 +46,10 @@ def decode_idx(raw: bytes) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", raw[4:header_size])
     dtype = _TYPE_CODES[type_code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header_size != expected:
+    found = len(raw) - header_size
+    if found != expected:
         raise IdxFormatError(
-            f"IDX data of shape {shape} needs {expected} bytes after the header, found {len(raw) - header_size}"
+            f"IDX data of shape {shape} needs {expected} bytes after the header, found {found}"
         )
     # astype copies into native order, so the result is writable and owns its memory.
     return np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))

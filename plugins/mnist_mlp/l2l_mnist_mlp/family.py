@@ -17,9 +17,10 @@ PIXELS = 28 * 28
 CLASSES = 10
 
 
-@functools.lru_cache(maxsize=32)
 def _network(hidden_sizes: tuple[int, ...], activation: Activation) -> MLP:
     # On the meta device: the module only supplies structure, the task's params its values.
+    # One per task, not cached: functional_call swaps the params into the module during a
+    # call, so two threads sharing a module would race.
     with torch.device("meta"):
         return MLP(PIXELS, hidden_sizes, CLASSES, activation)
 
@@ -64,7 +65,8 @@ class MnistMlpFamily(TaskFamily):
     eval_size: int | None = Field(
         None,
         ge=1,
-        description="Held-out loss over the first N test images; null uses all 10,000 (about 20 ms on a 2-core CPU).",
+        description="Held-out loss over the first N test images; null uses all 10,000 "
+        "(about 20 ms on a 2-core CPU).",
     )
     data_dir: str | None = Field(
         None,
