@@ -8,7 +8,7 @@ task of the image-classification families (mnist_mlp, mnist_conv): a network use
 functionally, cross-entropy on seeded minibatches, held-out loss on the test split.
 """
 
-from l2l_mnist_data.classification import ClassificationTask, ImageSource
+from l2l_mnist_data.classification import ClassificationStack, ClassificationTask, ImageSource
 from l2l_mnist_data.idx import IdxFormatError, decode_idx, encode_idx, write_idx_gz
 from l2l_mnist_data.image_set import ImageSet, canonical_device, mnist_image_set, to_unit_float
 from l2l_mnist_data.loader import (
@@ -25,6 +25,7 @@ from l2l_mnist_data.safe_pickle import NumpyOnlyUnpickler, load_numpy_pickle
 __all__ = [
     "ENV_VAR",
     "MNIST_FILES",
+    "ClassificationStack",
     "ClassificationTask",
     "IdxFormatError",
     "ImageSet",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import functools
 from typing import Annotated
 
@@ -9,7 +11,7 @@ import torch
 from pydantic import Field
 
 from l2l_plugin.families import Params, TaskFamily
-from l2l_mnist_data import ClassificationTask, load_mnist, mnist_image_set, resolve_root
+from l2l_mnist_data import ClassificationStack, ClassificationTask, load_mnist, mnist_image_set, resolve_root
 
 from l2l_mnist_mlp.network import MLP, Activation
 
@@ -90,3 +92,6 @@ class MnistMlpFamily(TaskFamily):
             batch_size=self.batch_size,
             eval_chunk=10_000,
         )
+
+    def sample_stack(self, seeds: Sequence[int]) -> ClassificationStack:
+        return ClassificationStack([self.sample(seed) for seed in seeds])
