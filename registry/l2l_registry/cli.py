@@ -1,0 +1,189 @@
+"""The registry's ``l2l`` commands, added through the ``l2l_plugin.cli`` entry point:
+
+- ``l2l meta-train FAMILY … --register``: also publish the run and a model version;
+- ``l2l optimizers [FAMILY] [--json]``: registered families, or one family's versions;
+- ``l2l promote FAMILY VERSION [--reason TEXT]``: force the champion alias;
+- ``l2l demo``: the main job (meta-train quadratic, register, show, print the load line).
+
+mlflow is imported inside the handlers: other ``l2l`` commands do not pay for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from l2l_plugin.cli import cmd_meta_train, parse_assignments
+
+from l2l_registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    from l2l_registry.listing import VersionInfo
+    from l2l_registry.publish import PublishResult
+
+
+def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Registry and MLflow errors are the user's to fix: a message on stderr, exit code 1."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except RegistryError as exc:
+            print(f"l2l: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            if not type(exc).__module__.startswith("mlflow"):
+                raise
+            # e.g. a server that refuses a request: its message is the useful part.
+            print(f"l2l: MLflow: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def print_publish_result(result: PublishResult, store_description: str) -> None:
+    print(
+        f"\nregistered {result.model_name} version {result.version} (run {result.run_id}) "
+        f"in {store_description}"
+    )
+    if result.promoted:
+        print(f"promoted to {result.model_name}@champion: {result.reason}")
+    else:
+        print(f"not promoted: {result.reason}")
+
+
+def meta_train_handler(args: argparse.Namespace) -> int:
+    if not args.register:
+        cmd_meta_train(args)
+        return 0
+    from l2l_registry.publish import MetaTrainingRun
+    from l2l_registry.store import configure
+
+    store = configure()
+    with MetaTrainingRun(
+        args.family, parse_assignments(args.set), parse_assignments(args.meta), store=store
+    ) as run:
+        outcome = cmd_meta_train(args, callbacks=[run.callback])
+        result = run.publish(outcome)
+    print_publish_result(result, store.describe())
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def versions_table(versions: list[VersionInfo]) -> str:
+    rows = [
+        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "PROMOTION")
+    ]
+    for info in versions:
+        m = info.metrics
+        created = (
+            dt.datetime.fromtimestamp(info.created_ms / 1000).strftime("%Y-%m-%d %H:%M")
+            if info.created_ms
+            else "-"
+        )
+        win = m.get("eval.win_rate_vs_best_baseline")
+        rows.append(
+            (
+                info.version,
+                "*" if info.champion else "",
+                created,
+                _fmt(m.get("eval.learned.final_loss_mean")),
+                _fmt(m.get("eval.learned.final_loss_geomean")),
+                "-" if win is None else f"{win:.0%}",
+                "beaten" if info.tags.get("l2l.beats_every_baseline") == "true" else "not beaten",
+                (info.promotion or "-") + (f": {info.promotion_reason}" if info.promotion_reason else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows)
+
+
+def optimizers_handler(args: argparse.Namespace) -> int:
+    from l2l_registry.conventions import champion_uri
+    from l2l_registry.listing import list_families, list_versions, versions_json
+    from l2l_registry.store import configure
+
+    store = configure()
+    if args.family:
+        versions = list_versions(args.family, store)
+        if args.json:
+            print(versions_json(versions))
+            return 0
+        print(f"{store.describe()}\n")
+        print(versions_table(versions))
+        if any(v.champion for v in versions):
+            print(f'\nload the champion: load_optimizer("{champion_uri(args.family)}", model.parameters())')
+        else:
+            print(f"\nno champion yet: `l2l promote {args.family} VERSION` forces one")
+        return 0
+    families = list_families(store)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in families], indent=2))
+        return 0
+    print(f"{store.describe()}\n")
+    if not families:
+        print("no optimizer registered yet: `l2l meta-train FAMILY --register` (or `l2l demo`) publishes one")
+        return 0
+    rows = [("FAMILY", "MODEL", "VERSIONS", "CHAMPION")] + [
+        (f.family, f.model_name, str(f.versions), f.champion_version or "-") for f in families
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows))
+    return 0
+
+
+def promote_handler(args: argparse.Namespace) -> int:
+    from l2l_registry.conventions import champion_uri
+    from l2l_registry.promote import promote
+
+    previous = promote(args.family, args.version, args.reason)
+    was = f" (was version {previous})" if previous else ""
+    print(f"{champion_uri(args.family)} is now version {args.version}{was}; recorded as a forced promotion")
+    return 0
+
+
+def demo_handler(args: argparse.Namespace) -> int:
+    from l2l_registry.demo import run_demo
+
+    return run_demo(args)
+
+
+def extend(commands: argparse._SubParsersAction) -> None:
+    """Entry point of the ``l2l_plugin.cli`` group."""
+    train = commands.choices["meta-train"]
+    train.add_argument(
+        "--register",
+        action="store_true",
+        help="log the run to MLflow and register a version of l2l-FAMILY (promoted to @champion if it wins)",
+    )
+    train.set_defaults(handler=_guard(meta_train_handler))
+
+    listing = commands.add_parser(
+        "optimizers", help="list registered optimizers (all families, or one family's versions)"
+    )
+    listing.add_argument("family", nargs="?", help="show this family's versions")
+    listing.add_argument("--json", action="store_true", help="machine-readable listing")
+    listing.set_defaults(handler=_guard(optimizers_handler))
+
+    promote = commands.add_parser(
+        "promote", help="force a version to be its family's champion (recorded in a tag)"
+    )
+    promote.add_argument("family")
+    promote.add_argument("version")
+    promote.add_argument("--reason", help="why the gate is overridden (stored with the version)")
+    promote.set_defaults(handler=_guard(promote_handler))
+
+    from l2l_registry.demo import add_demo_arguments
+
+    demo = commands.add_parser(
+        "demo", help="the main job: meta-train a quadratic optimizer, register it, show how to load it"
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=_guard(demo_handler))
