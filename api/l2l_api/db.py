@@ -1,0 +1,407 @@
+"""The job table (SQLAlchemy) and every state transition a job goes through.
+
+The table is the queue: the API inserts ``queued`` rows, a worker claims the oldest one with a
+conditional UPDATE, so two workers never take the same job. Each claim increments ``attempt``;
+a worker's writes are conditioned on its attempt ("fencing"), so a worker that lost its job (the
+service restarted, the job was failed by the supervisor) can no longer change it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+MAX_TEXT = 4000  # errors and messages are cut: they are for people, the details are in the logs
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in and out (SQLite forgets the zone; PostgreSQL keeps it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "l2l_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    family: Mapped[str] = mapped_column(String(200))
+    family_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta_overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
+    register: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    iterations_done: Mapped[int] = mapped_column(Integer, default=0)
+    iterations_total: Mapped[int] = mapped_column(Integer)
+    meta_loss: Mapped[float | None] = mapped_column(Float)
+    validation_loss: Mapped[float | None] = mapped_column(Float)
+    best_validation_loss: Mapped[float | None] = mapped_column(Float)
+
+    error: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    worker_slot: Mapped[int | None] = mapped_column(Integer)
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(300))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    promoted: Mapped[bool | None] = mapped_column(Boolean)
+    promotion_reason: Mapped[str | None] = mapped_column(Text)
+    optimizer_uri: Mapped[str | None] = mapped_column(String(500))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A detached snapshot of a row (safe to use after its session closed)."""
+
+    id: str
+    state: str
+    family: str
+    family_config: dict[str, Any]
+    meta_overrides: dict[str, Any]
+    register: bool
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    iterations_done: int
+    iterations_total: int
+    meta_loss: float | None
+    validation_loss: float | None
+    best_validation_loss: float | None
+    error: str | None
+    message: str | None
+    attempt: int
+    interruptions: int
+    worker_slot: int | None
+    worker_pid: int | None
+    cancel_requested_at: dt.datetime | None
+    mlflow_run_id: str | None
+    model_name: str | None
+    model_version: str | None
+    promoted: bool | None
+    promotion_reason: str | None
+    optimizer_uri: str | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> Job:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class JobResult:
+    optimizer_uri: str
+    model_name: str | None = None
+    model_version: str | None = None
+    promoted: bool | None = None
+    promotion_reason: str | None = None
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker writes progress; the busy timeout makes concurrent
+    # writers (API, workers, supervisor) wait for each other instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class JobStore:
+    """All reads and writes of job records. Every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self._session() as session:
+            session.execute(select(1))
+
+    # -- the API side ------------------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        family: str,
+        family_config: dict[str, Any],
+        meta_overrides: dict[str, Any],
+        register: bool,
+        iterations_total: int,
+        mlflow_run_id: str | None,
+    ) -> Job:
+        now = utcnow()
+        row = JobRow(
+            id=job_id,
+            state=QUEUED,
+            family=family,
+            family_config=family_config,
+            meta_overrides=meta_overrides,
+            register=register,
+            created_at=now,
+            updated_at=now,
+            iterations_done=0,
+            iterations_total=iterations_total,
+            attempt=0,
+            interruptions=0,
+            mlflow_run_id=mlflow_run_id,
+        )
+        with self._session() as session:
+            session.add(row)
+            session.flush()
+            return Job.of(row)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            return None if row is None else Job.of(row)
+
+    def list_jobs(
+        self, state: str | None = None, family: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Job]:
+        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
+        if state is not None:
+            query = query.where(JobRow.state == state)
+        if family is not None:
+            query = query.where(JobRow.family == family)
+        with self._session() as session:
+            return [Job.of(row) for row in session.scalars(query)]
+
+    def count(self, state: str) -> int:
+        with self._session() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(JobRow).where(JobRow.state == state)) or 0
+            )
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel a job no worker has taken yet; False when it is no longer queued."""
+        now = utcnow()
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == QUEUED)
+                .values(
+                    state=CANCELLED,
+                    finished_at=now,
+                    updated_at=now,
+                    cancel_requested_at=now,
+                    message="cancelled before it started",
+                )
+            )
+            return result.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker running the job to stop; False when it is not running."""
+        now = utcnow()
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == RUNNING, JobRow.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=now, updated_at=now, message="cancellation requested")
+            )
+            if result.rowcount == 1:
+                return True
+            row = session.get(JobRow, job_id)
+            return row is not None and row.state == RUNNING  # already requested: still pending
+
+    # -- the worker side -----------------------------------------------------------------------
+
+    def claim(self, slot: int, pid: int) -> Job | None:
+        """Take the oldest queued job, or None. Safe against other workers claiming concurrently."""
+        with self._session() as session:
+            candidate = session.scalar(
+                select(JobRow.id)
+                .where(JobRow.state == QUEUED)
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(1)
+            )
+            if candidate is None:
+                return None
+            now = utcnow()
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == candidate, JobRow.state == QUEUED)
+                .values(
+                    state=RUNNING,
+                    attempt=JobRow.attempt + 1,
+                    worker_slot=slot,
+                    worker_pid=pid,
+                    started_at=func.coalesce(JobRow.started_at, now),
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return None  # another worker was faster; the caller simply polls again
+            row = session.get(JobRow, candidate, populate_existing=True)
+            assert row is not None
+            return Job.of(row)
+
+    def report_progress(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        iterations_done: int | None = None,
+        iterations_total: int | None = None,
+        meta_loss: float | None = None,
+        validation_loss: float | None = None,
+        best_validation_loss: float | None = None,
+        message: str | None = None,
+    ) -> tuple[bool, bool]:
+        """Write progress; returns (still ours, cancellation requested)."""
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if iterations_done is not None:
+            values["iterations_done"] = iterations_done
+        if iterations_total is not None:
+            values["iterations_total"] = iterations_total
+        if meta_loss is not None:
+            values["meta_loss"] = _finite(meta_loss)
+        if validation_loss is not None:
+            values["validation_loss"] = _finite(validation_loss)
+        if best_validation_loss is not None:
+            values["best_validation_loss"] = _finite(best_validation_loss)
+        if message is not None:
+            values["message"] = _clip(message)
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return False, False
+            cancel = session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id))
+            return True, cancel is not None
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: str,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+        result: JobResult | None = None,
+    ) -> bool:
+        """Move a running job to a terminal state, if this attempt still owns it."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "state": state,
+            "finished_at": now,
+            "updated_at": now,
+            "error": _clip(error),
+        }
+        if message is not None:
+            values["message"] = _clip(message)
+        if result is not None:
+            values.update(
+                optimizer_uri=result.optimizer_uri,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                promoted=result.promoted,
+                promotion_reason=_clip(result.promotion_reason),
+            )
+        with self._session() as session:
+            updated = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
+                .values(**values)
+            )
+            return updated.rowcount == 1
+
+    # -- the supervisor side ---------------------------------------------------------------------
+
+    def running(self) -> list[Job]:
+        with self._session() as session:
+            return [Job.of(row) for row in session.scalars(select(JobRow).where(JobRow.state == RUNNING))]
+
+    def requeue(self, job_id: str, attempt: int, message: str, interrupted: bool) -> bool:
+        """Put a running job back in the queue (it resumes from its checkpoint when taken again)."""
+        values: dict[str, Any] = {
+            "state": QUEUED,
+            "worker_slot": None,
+            "worker_pid": None,
+            "updated_at": utcnow(),
+            "message": _clip(message),
+        }
+        if interrupted:
+            values["interruptions"] = JobRow.interruptions + 1
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
+                .values(**values)
+            )
+            return result.rowcount == 1

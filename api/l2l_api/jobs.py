@@ -1,0 +1,222 @@
+"""Job operations behind the endpoints: submit (validate, cap, queue), cancel, and what happens
+to running jobs when the service stops and starts again.
+
+Restart semantics: a job found ``running`` at start-up was interrupted by the service dying (a
+clean shutdown puts its jobs back in the queue itself). It is queued again, and the worker that
+takes it resumes from the job's checkpoint (``<jobs_dir>/<id>/checkpoint``, written every
+``checkpoint_every`` meta-iterations), or starts over when none was written yet. After
+``max_resumes`` interruptions it is marked failed with the reason instead, so a job that
+brings the service down cannot do it forever. Nothing is ever left ``running`` across a start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from l2l_api import registry_adapter
+from l2l_api.db import CANCELLED, FAILED, Job, JobStore
+from l2l_api.errors import APIError, field_errors
+from l2l_api.limits import effective_overrides, limit_errors
+from l2l_api.schemas import MetaTrainRequest
+from l2l_api.settings import Settings
+from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
+from l2l_plugin.pipeline import CHECKPOINT_DIR, deep_merge
+from l2l_plugin.training import MetaTrainConfig, resolve_device
+from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
+
+logger = logging.getLogger("l2l_api.jobs")
+
+
+def resolve_family(name: str) -> type[TaskFamily]:
+    """A family class by its entry-point name: a lookup in the discovered entry points, never an import."""
+    try:
+        return get_family(name)
+    except UnknownFamilyError as exc:
+        raise APIError(404, str(exc), available=exc.available) from None
+    except FamilyLoadError as exc:
+        raise APIError(409, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    family: str
+    family_config: dict[str, Any]
+    meta_overrides: dict[str, Any]
+    register: bool
+    iterations: int
+
+
+def validate_request(request: MetaTrainRequest, settings: Settings) -> ValidatedRequest:
+    """The family's own schema, then MetaTrainConfig, then this service's limits (422 on any)."""
+    from fastapi.exceptions import RequestValidationError
+
+    family_class = resolve_family(request.family)
+    errors: list[dict[str, Any]] = []
+    try:
+        family = family_class.model_validate(request.family_config)
+    except ValidationError as exc:
+        errors += field_errors(exc, "body", "family_config")
+    try:
+        # The family's class-level defaults beneath the request's overrides, as
+        # resolve_meta_train_config does; validated even when the family config is not, so one
+        # answer lists every error.
+        config = MetaTrainConfig.model_validate(
+            deep_merge(family_class.meta_train_defaults, request.meta_overrides)
+        )
+    except ValidationError as exc:
+        errors += field_errors(exc, "body", "meta_overrides")
+    if errors:
+        raise RequestValidationError(errors)
+    if errors := limit_errors(config, settings):
+        raise RequestValidationError(errors)
+    try:
+        resolve_device(config.device)
+    except RuntimeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["body", "meta_overrides", "device"],
+                    "msg": str(exc),
+                    "input": config.device,
+                }
+            ]
+        ) from None
+    return ValidatedRequest(
+        family=request.family,
+        family_config=family.model_dump(mode="json"),
+        meta_overrides=effective_overrides(request.meta_overrides, config, settings),
+        register=request.should_register,
+        iterations=config.meta_iterations,
+    )
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        # One API process serves requests: a lock makes "count the queue, then add" atomic.
+        self._submit_lock = threading.Lock()
+
+    def submit(self, request: MetaTrainRequest) -> Job:
+        valid = validate_request(request, self.settings)
+        job_id = uuid.uuid4().hex
+        with self._submit_lock:
+            queued = self.store.count("queued")
+            if queued >= self.settings.max_queued:
+                raise APIError(
+                    429,
+                    f"the queue is full ({queued} jobs waiting, limit {self.settings.max_queued}); "
+                    "retry later",
+                    headers={"Retry-After": "30"},
+                )
+            try:
+                run_id = registry_adapter.create_queued_run(job_id, valid.family, valid.family_config)
+            except Exception as exc:  # noqa: BLE001 - the tracking server is down or misconfigured
+                logger.exception("creating the MLflow run of job %s failed", job_id)
+                raise APIError(
+                    503,
+                    f"MLflow is unavailable, the job was not queued: {type(exc).__name__}",
+                    headers={"Retry-After": "30"},
+                ) from None
+            try:
+                return self.store.create(
+                    job_id,
+                    valid.family,
+                    valid.family_config,
+                    valid.meta_overrides,
+                    valid.register,
+                    valid.iterations,
+                    run_id,
+                )
+            except Exception:
+                registry_adapter.end_run(run_id, "FAILED")
+                raise
+
+    def cancel(self, job_id: str) -> tuple[Job, bool]:
+        """Returns the job and whether it is already cancelled (False: the worker will stop it)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise APIError(404, f"no job {job_id}")
+        if self.store.cancel_queued(job_id):
+            _end_run_quietly(job.mlflow_run_id, "KILLED")
+            return self._get(job_id), True
+        if self.store.request_cancel(job_id):
+            return self._get(job_id), False
+        job = self._get(job_id)
+        if job.state == CANCELLED:
+            return job, True
+        raise APIError(
+            409, f"job {job_id} has already {job.state}; only queued or running jobs can be cancelled"
+        )
+
+    def _get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        assert job is not None
+        return job
+
+    # -- stopping and starting ---------------------------------------------------------------------
+
+    def has_checkpoint(self, job: Job) -> bool:
+        return (self.settings.jobs_dir / job.id / CHECKPOINT_DIR / CHECKPOINT_NAME).is_file()
+
+    def recover_interrupted(self) -> list[Job]:
+        """At start-up, before any worker runs: resume or fail every job left ``running``."""
+        recovered = []
+        for job in self.store.running():
+            if job.cancel_requested_at is not None:
+                if self.store.finish(
+                    job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)"
+                ):
+                    _end_run_quietly(job.mlflow_run_id, "KILLED")
+                recovered.append(self._get(job.id))
+                continue
+            where = (
+                "will resume from its last checkpoint"
+                if self.has_checkpoint(job)
+                else "no checkpoint was written yet, so it starts over"
+            )
+            if job.interruptions < self.settings.max_resumes:
+                self.store.requeue(
+                    job.id, job.attempt, f"the service stopped during attempt {job.attempt}; {where}", True
+                )
+            elif self.store.finish(
+                job.id,
+                job.attempt,
+                FAILED,
+                error=f"the service stopped while this job was running, {job.interruptions + 1} times "
+                f"(limit L2L_API_MAX_RESUMES={self.settings.max_resumes}); not resumed again",
+            ):
+                _end_run_quietly(job.mlflow_run_id, "FAILED")
+            recovered.append(self._get(job.id))
+            logger.warning("job %s was running when the service stopped: now %s", job.id, recovered[-1].state)
+        return recovered
+
+    def requeue_after_shutdown(self) -> None:
+        """A clean shutdown stopped the workers: their jobs go back to the queue, nothing counted."""
+        for job in self.store.running():
+            if job.cancel_requested_at is not None:
+                if self.store.finish(
+                    job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)"
+                ):
+                    _end_run_quietly(job.mlflow_run_id, "KILLED")
+            else:
+                self.store.requeue(
+                    job.id,
+                    job.attempt,
+                    "the service was shut down; the job resumes when it starts again",
+                    False,
+                )
+
+
+def _end_run_quietly(run_id: str | None, status: str) -> None:
+    try:
+        registry_adapter.end_run(run_id, status)
+    except Exception:  # noqa: BLE001 - the job record is authoritative; the run stays as it was
+        logger.exception("could not set MLflow run %s to %s", run_id, status)

@@ -1,0 +1,181 @@
+"""What the service needs from l2l_registry that it does not offer (yet) as one public call.
+
+- A job's MLflow run is created when the job is queued (so POST /meta-train can answer with its
+  id, and a resumed job keeps logging to the same run); ``l2l_registry.MetaTrainingRun`` always
+  starts a new run, so :class:`QueuedRun` reopens the queued one instead.
+- A job that is not registered still leaves its evaluation and optimizer files in its run
+  (loadable as ``runs:/<run_id>/optimizer``): :func:`log_unregistered`.
+- The optimizer files of a model version, for GET /optimizers/.../files.
+
+mlflow is imported inside the functions, like l2l_registry does, to keep imports cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from l2l_registry import MetaTrainingRun, model_name
+from l2l_registry.conventions import OPTIMIZER_ARTIFACT, TAG_FAMILY, TAG_FAMILY_CONFIG_HASH, config_hash
+from l2l_registry.publish import HISTORY_NAME, ensure_experiment
+from l2l_registry.store import Store, client, configure
+from l2l_registry.tracking import MlflowMetricsLogger, evaluation_metrics, flatten
+
+from l2l_plugin import make_family
+from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
+from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome, resolve_meta_train_config
+
+TAG_JOB_ID = "l2l.api_job_id"
+
+
+def create_queued_run(job_id: str, family: str, family_config: Mapping[str, Any]) -> str:
+    """An MLflow run in the family's experiment, status SCHEDULED until a worker opens it."""
+    store = configure()
+    mlflow_client = client(store)
+    experiment_id = ensure_experiment(mlflow_client, store, model_name(family))
+    run = mlflow_client.create_run(
+        experiment_id,
+        run_name=f"api-{job_id[:8]}",
+        tags={
+            TAG_FAMILY: family,
+            TAG_FAMILY_CONFIG_HASH: config_hash(dict(family_config)),
+            TAG_JOB_ID: job_id,
+        },
+    )
+    mlflow_client.update_run(run.info.run_id, status="SCHEDULED")
+    return str(run.info.run_id)
+
+
+def end_run(run_id: str | None, status: str) -> None:
+    """Close a job's run from outside its worker (cancelled while queued, worker killed, gave up)."""
+    if run_id:
+        client(configure()).set_terminated(run_id, status)
+
+
+class QueuedRun(MetaTrainingRun):
+    """``MetaTrainingRun`` over the run created at queue time (resumed runs keep their history).
+
+    Re-logging the params on a resume is harmless: MLflow accepts a param logged again with the
+    same value, and a job's configuration never changes.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        family_name: str,
+        family_config: Mapping[str, Any] | None = None,
+        meta_overrides: Mapping[str, Any] | None = None,
+        *,
+        store: Store | None = None,
+    ) -> None:
+        super().__init__(family_name, family_config, meta_overrides, store=store)
+        self.queued_run_id = run_id
+
+    def __enter__(self) -> QueuedRun:
+        import mlflow
+        from mlflow.entities import Param
+
+        family = make_family(self.family_name, self.family_config)
+        config = resolve_meta_train_config(family, self.meta_overrides)
+        self.store = self.store or configure()
+        self.client = client(self.store)
+        mlflow.start_run(run_id=self.queued_run_id)  # status RUNNING again
+        self.run_id = self.queued_run_id
+        params = {
+            "family": self.family_name,
+            **flatten(family.model_dump(mode="json"), "family"),
+            **flatten(config.model_dump(mode="json"), "meta"),
+        }
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        # The parent's __exit__ flushes this logger and ends the run with the right status.
+        self._metrics = MlflowMetricsLogger(self.client, self.run_id)
+        self.callback = self._metrics
+        return self
+
+
+def registered_version(run_id: str) -> str | None:
+    """The model version a run was already published as (a job resumed after publishing)."""
+    from l2l_registry.conventions import TAG_REGISTERED_VERSION
+
+    return client(configure()).get_run(run_id).data.tags.get(TAG_REGISTERED_VERSION)
+
+
+def log_unregistered(run: MetaTrainingRun, outcome: MetaTrainOutcome) -> str:
+    """Evaluation metrics and files in the run without a model version; returns the load URI."""
+    assert run.run_id is not None
+    flush = getattr(run.callback, "flush", None)
+    if callable(flush):
+        flush()
+    mlflow_client = client(run.store or configure())
+    from mlflow.entities import Metric
+
+    metrics = evaluation_metrics(outcome.report)
+    now = int(time.time() * 1000)
+    items = [Metric(key, value, now, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 900):
+        mlflow_client.log_batch(run.run_id, metrics=items[start : start + 900])
+    for file_name in (EVALUATION_NAME, PLOT_NAME, HISTORY_NAME):
+        if (outcome.directory / file_name).is_file():
+            mlflow_client.log_artifact(run.run_id, str(outcome.directory / file_name))
+    mlflow_client.log_artifacts(run.run_id, str(outcome.optimizer_dir), OPTIMIZER_ARTIFACT)
+    return f"runs:/{run.run_id}/{OPTIMIZER_ARTIFACT}"
+
+
+def optimizer_files(family: str, version: str) -> dict[str, bytes]:
+    """The optimizer's own files (``optimizer.json``, ``weights.safetensors``) of a model version."""
+    from l2l_registry.loading import find_optimizer_dir
+    from mlflow.artifacts import download_artifacts
+
+    store = configure()
+    with tempfile.TemporaryDirectory(prefix="l2l-api-files-") as tmp:
+        local = download_artifacts(
+            artifact_uri=f"models:/{model_name(family)}/{version}",
+            dst_path=tmp,
+            tracking_uri=store.tracking_uri,
+            registry_uri=store.registry_uri,
+        )
+        directory = find_optimizer_dir(Path(local))
+        return {name: (directory / name).read_bytes() for name in (MANIFEST_NAME, WEIGHTS_NAME)}
+
+
+def manifest_of(files: Mapping[str, bytes]) -> dict[str, Any]:
+    return json.loads(files[MANIFEST_NAME])
+
+
+def zip_files(files: Mapping[str, bytes]) -> bytes:
+    """A zip with the files at its root: unzip into a folder and ``load_optimizer(folder, ...)``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def run_metrics(run_id: str | None) -> dict[str, float]:
+    if not run_id:
+        return {}
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client(configure()).get_run(run_id).data.metrics)
+    except MlflowException:  # the run was deleted; the version still stands
+        return {}
+
+
+def ping() -> str:
+    """Raise if the tracking store cannot be reached; return its description."""
+    store = configure()
+    client(store).search_experiments(max_results=1)
+    return store.describe()
+
+
+def describe_store() -> str:
+    return configure().describe()

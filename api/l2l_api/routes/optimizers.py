@@ -1,0 +1,175 @@
+"""GET /optimizers...: registered versions, one version's metadata and models:/ URI, its files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Path, Response
+from l2l_registry import (
+    CHAMPION_ALIAS,
+    OptimizerNotFoundError,
+    RegistryError,
+    VersionInfo,
+    list_families,
+    list_versions,
+    model_name,
+)
+
+from l2l_api import registry_adapter
+from l2l_api.errors import APIError
+from l2l_api.schemas import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    ErrorOut,
+    OptimizerDetailOut,
+    OptimizerFamilyOut,
+    OptimizerVersionsOut,
+    VersionOut,
+)
+
+router = APIRouter(prefix="/optimizers", tags=["optimizers"])
+
+Family = Path(pattern=NAME_PATTERN, description="A family name (the model is l2l-<family>).")
+Ref = Path(pattern=VERSION_PATTERN, description="A version number, an alias such as `champion`, or `latest`.")
+_NOT_FOUND = {404: {"model": ErrorOut, "description": "No such registered model, version or alias."}}
+_UNAVAILABLE = {503: {"model": ErrorOut, "description": "MLflow is unreachable."}}
+
+
+@contextmanager
+def registry_errors() -> Iterator[None]:
+    """Registry and MLflow failures as 404 (not there) or 503 (store unreachable), never a traceback."""
+    from l2l_registry.errors import is_not_found
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except OptimizerNotFoundError as exc:
+        raise APIError(404, str(exc)) from None
+    except RegistryError as exc:
+        raise APIError(400, str(exc)) from None
+    except MlflowException as exc:
+        if is_not_found(exc):
+            raise APIError(404, exc.message) from None
+        raise APIError(503, f"MLflow error: {exc.error_code}", headers={"Retry-After": "30"}) from None
+    except OSError as exc:  # includes the requests library's connection errors
+        raise APIError(
+            503, f"MLflow is unreachable: {type(exc).__name__}", headers={"Retry-After": "30"}
+        ) from None
+
+
+def version_out(info: VersionInfo, metrics: dict[str, float] | None = None) -> VersionOut:
+    return VersionOut(
+        family=info.family,
+        version=info.version,
+        uri=info.uri,
+        run_id=info.run_id,
+        created_ms=info.created_ms,
+        champion=info.champion,
+        aliases=info.aliases,
+        promotion=info.promotion,
+        promotion_reason=info.promotion_reason,
+        tags=info.tags,
+        metrics=dict(info.metrics if metrics is None else metrics),
+    )
+
+
+def resolve_version(family: str, ref: str) -> VersionInfo:
+    """``ref`` as a version number, ``latest``, or an alias (404 naming what exists)."""
+    with registry_errors():
+        versions = list_versions(family, with_metrics=False)
+    if not versions:
+        raise APIError(404, f"{model_name(family)} has no versions")
+    if ref == "latest":
+        return max(versions, key=lambda info: int(info.version))
+    if ref.isdigit():
+        found = [info for info in versions if int(info.version) == int(ref)]
+    else:
+        found = [info for info in versions if ref in info.aliases]
+    if not found:
+        aliases = sorted({alias for info in versions for alias in info.aliases})
+        raise APIError(
+            404,
+            f"{model_name(family)} has no version or alias {ref!r} (versions: "
+            f"{', '.join(info.version for info in versions)}; aliases: {', '.join(aliases) or 'none'})",
+        )
+    return found[0]
+
+
+@router.get(
+    "",
+    response_model=list[OptimizerFamilyOut],
+    responses=_UNAVAILABLE,
+    summary="Families with a registered optimizer",
+)
+def list_registered() -> list[OptimizerFamilyOut]:
+    with registry_errors():
+        return [OptimizerFamilyOut(**info.as_dict()) for info in list_families()]
+
+
+@router.get(
+    "/{family}",
+    response_model=OptimizerVersionsOut,
+    responses={**_NOT_FOUND, **_UNAVAILABLE},
+    summary="A family's registered versions, with metrics, and its champion",
+)
+def family_versions(family: str = Family) -> OptimizerVersionsOut:
+    with registry_errors():
+        versions = list_versions(family)
+    champion = next((info.version for info in versions if info.champion), None)
+    return OptimizerVersionsOut(
+        family=family,
+        model_name=model_name(family),
+        champion=champion,
+        champion_uri=f"models:/{model_name(family)}@{CHAMPION_ALIAS}" if champion else None,
+        versions=[version_out(info) for info in versions],
+    )
+
+
+@router.get(
+    "/{family}/{ref}",
+    response_model=OptimizerDetailOut,
+    responses={**_NOT_FOUND, **_UNAVAILABLE},
+    summary="One version: metadata and the models:/ URI a pipeline loads",
+)
+def version_detail(family: str = Family, ref: str = Ref) -> OptimizerDetailOut:
+    info = resolve_version(family, ref)
+    with registry_errors():
+        files = registry_adapter.optimizer_files(family, info.version)
+        metrics = {
+            k: v for k, v in registry_adapter.run_metrics(info.run_id).items() if k.startswith("eval.")
+        }
+    # An alias is what a pipeline should load: it follows promotions. A number pins one version.
+    load_uri = info.uri if ref.isdigit() or ref == "latest" else f"models:/{model_name(family)}@{ref}"
+    return OptimizerDetailOut(
+        **version_out(info, metrics).model_dump(),
+        requested=ref,
+        load_uri=load_uri,
+        load_example=f"from l2l_registry import load_optimizer\n"
+        f"optimizer = load_optimizer({load_uri!r}, model.parameters())",
+        files_url=f"/optimizers/{family}/{info.version}/files",
+        manifest=registry_adapter.manifest_of(files),
+    )
+
+
+@router.get(
+    "/{family}/{ref}/files",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "optimizer.json and weights.safetensors"},
+        **_NOT_FOUND,
+        **_UNAVAILABLE,
+    },
+    summary="The optimizer's files as a zip (for jobs that cannot reach MLflow)",
+)
+def version_files(family: str = Family, ref: str = Ref) -> Response:
+    """Unzip into a folder and pass the folder to `load_optimizer` (no MLflow needed)."""
+    info = resolve_version(family, ref)
+    with registry_errors():
+        files = registry_adapter.optimizer_files(family, info.version)
+    name = f"{model_name(family)}-v{info.version}.zip"
+    return Response(
+        registry_adapter.zip_files(files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -1,0 +1,242 @@
+"""Request and response bodies (they are the OpenAPI schema at /openapi.json)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from l2l_api.db import Job, JobState
+
+# Family names are entry-point names; model versions and aliases follow MLflow's rules. The
+# patterns keep request strings out of MLflow filter expressions and file names.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="What went wrong (a list of field errors for 422)."
+    )
+    available: list[str] | None = Field(None, description="For an unknown name: the names that exist.")
+
+
+# -- families ---------------------------------------------------------------------------------
+
+
+class FamilyOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    description: str
+    distribution: str | None = Field(description="The installed distribution that registers it.")
+    target: str = Field(description="module:object of the entry point.")
+    json_schema: dict[str, Any] | None = Field(
+        alias="schema",
+        description="JSON Schema of the family's config (null when the plugin failed to load).",
+    )
+    defaults: dict[str, Any] | None = Field(description="The config used when a field is left out.")
+    meta_train_defaults: dict[str, Any] = Field(
+        description="The family's own MetaTrainConfig overrides, applied beneath a request's meta_overrides."
+    )
+    error: str | None = Field(description="Why the plugin could not be loaded, or null.")
+
+
+# -- meta-training jobs -----------------------------------------------------------------------
+
+
+class MetaTrainRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "family": "quadratic",
+                    "family_config": {"dim": 4},
+                    "meta_overrides": {"meta_iterations": 6, "horizon": 10, "unroll_length": 5},
+                    "register": True,
+                }
+            ]
+        },
+    )
+
+    family: str = Field(pattern=NAME_PATTERN, description="A family name from GET /families.")
+    family_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields of the family's config (its JSON Schema); omitted ones default.",
+    )
+    meta_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="MetaTrainConfig fields, nested for network/evaluation (see l2l_plugin.training); "
+        "bounded by the service's limits. max_seconds defaults to the service's budget.",
+    )
+    # "register" would shadow BaseModel.register (abc); the JSON name stays "register".
+    should_register: bool = Field(
+        True,
+        alias="register",
+        description="Publish the result as a version of l2l-<family> (promoted to @champion if it wins).",
+    )
+
+
+class JobProgress(BaseModel):
+    iterations_done: int
+    iterations_total: int
+    meta_loss: float | None = Field(
+        description="Latest meta-loss (null before the first or when non-finite)."
+    )
+    validation_loss: float | None
+    best_validation_loss: float | None
+
+
+class JobResult(BaseModel):
+    registered: bool
+    optimizer_uri: str = Field(description="What load_optimizer() takes: models:/... or runs:/.../optimizer.")
+    model_name: str | None = None
+    model_version: str | None = None
+    promoted: bool | None = Field(None, description="Whether the version became @champion.")
+    promotion_reason: str | None = None
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    state: JobState
+    family: str
+    family_config: dict[str, Any] = Field(description="The family config, every field resolved.")
+    meta_overrides: dict[str, Any] = Field(description="The overrides the job runs with (incl. the budget).")
+    should_register: bool = Field(alias="register", description="Whether the result is published.")
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    progress: JobProgress
+    error: str | None = Field(description="Why the job failed.")
+    message: str | None = Field(description="The latest note on the job (resumed, cancellation...).")
+    attempt: int = Field(description="How many times a worker has started it (more than 1 after a resume).")
+    cancel_requested: bool
+    mlflow_run_id: str | None
+    result: JobResult | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        result = None
+        if job.optimizer_uri is not None:
+            result = JobResult(
+                registered=job.model_version is not None,
+                optimizer_uri=job.optimizer_uri,
+                model_name=job.model_name,
+                model_version=job.model_version,
+                promoted=job.promoted,
+                promotion_reason=job.promotion_reason,
+            )
+        return cls(
+            id=job.id,
+            state=job.state,  # type: ignore[arg-type]
+            family=job.family,
+            family_config=job.family_config,
+            meta_overrides=job.meta_overrides,
+            should_register=job.register,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            progress=JobProgress(
+                iterations_done=job.iterations_done,
+                iterations_total=job.iterations_total,
+                meta_loss=job.meta_loss,
+                validation_loss=job.validation_loss,
+                best_validation_loss=job.best_validation_loss,
+            ),
+            error=job.error,
+            message=job.message,
+            attempt=job.attempt,
+            cancel_requested=job.cancel_requested_at is not None,
+            mlflow_run_id=job.mlflow_run_id,
+            result=result,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    limit: int
+    offset: int
+
+
+# -- registered optimizers ----------------------------------------------------------------------
+
+
+class VersionOut(BaseModel):
+    family: str
+    version: str
+    uri: str = Field(description="models:/l2l-<family>/<version>")
+    run_id: str | None
+    created_ms: int
+    champion: bool
+    aliases: list[str]
+    promotion: str | None = Field(description="champion, not promoted, or forced.")
+    promotion_reason: str | None
+    tags: dict[str, str]
+    metrics: dict[str, float | None] = Field(description="The run's final evaluation (eval.*).")
+
+
+class OptimizerFamilyOut(BaseModel):
+    family: str
+    model_name: str
+    versions: int
+    champion_version: str | None
+
+
+class OptimizerVersionsOut(BaseModel):
+    family: str
+    model_name: str
+    champion: str | None = Field(description="The version behind @champion, or null.")
+    champion_uri: str | None
+    versions: list[VersionOut]
+
+
+class OptimizerDetailOut(VersionOut):
+    requested: str = Field(description="The version or alias asked for.")
+    load_uri: str = Field(description="The models:/ URI a pipeline passes to load_optimizer().")
+    load_example: str
+    files_url: str = Field(description="Where to download the optimizer's files as a zip.")
+    manifest: dict[str, Any] = Field(
+        description="optimizer.json: architecture, family, training, provenance."
+    )
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+class MlflowHealth(BaseModel):
+    reachable: bool
+    store: str | None
+    error: str | None
+
+
+class WorkerHealth(BaseModel):
+    slot: int
+    pid: int | None
+    alive: bool
+    job_id: str | None
+
+
+class WorkersHealth(BaseModel):
+    configured: int
+    alive: int
+    processes: list[WorkerHealth]
+
+
+class QueueHealth(BaseModel):
+    queued: int
+    running: int
+    limit: int
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="ok, or degraded when MLflow or a worker is down (the API itself is up).")
+    version: str
+    mlflow: MlflowHealth
+    workers: WorkersHealth
+    jobs: QueueHealth

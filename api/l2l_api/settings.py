@@ -1,0 +1,116 @@
+"""The service's configuration: environment variables ``L2L_API_*`` (``l2l serve`` flags set them).
+
+One data directory holds everything the service keeps on disk, so a container needs one volume:
+
+    <data_dir>/mlflow/        the embedded MLflow store (unless MLFLOW_TRACKING_URI names a server)
+    <data_dir>/api/jobs.db    the job records (unless L2L_API_DATABASE_URL names another database)
+    <data_dir>/api/jobs/<id>/ each job's working directory: checkpoint, optimizer files, evaluation
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "L2L_API_"
+MLFLOW_DIR_ENV = "L2L_MLFLOW_DIR"  # l2l_registry.DATA_DIR_ENV; repeated so settings need no mlflow import
+
+
+def default_data_dir() -> Path:
+    # The parent of l2l_registry's default store, so `l2l optimizers` on the same machine sees
+    # what the service registered without any configuration.
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "l2l-plugin"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is also the environment variable L2L_API_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # -- where and how it runs ---------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface uvicorn listens on (0.0.0.0 in the container).")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Meta-training worker processes (one job each at a time). 1 suits a CPU machine; "
+        "0 accepts and stores jobs without running them.",
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the job store; default: SQLite in <data_dir>/api/jobs.db."
+    )
+
+    # -- security ------------------------------------------------------------------------------
+    token: SecretStr | None = Field(
+        None, description="When set, POST/DELETE need `Authorization: Bearer <token>`."
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413.")
+
+    # -- the queue and the workers ---------------------------------------------------------------
+    max_queued: int = Field(16, ge=1, description="Queued (not yet running) jobs; beyond it POST gets 429.")
+    job_timeout_seconds: float = Field(
+        3 * 3600.0, gt=0, description="A job running longer (training + evaluation + publishing) is stopped."
+    )
+    cancel_grace_seconds: float = Field(
+        30.0, gt=0, description="A cancelled job that has not stopped by then has its worker killed."
+    )
+    max_resumes: int = Field(
+        2, ge=0, description="Service restarts a running job survives (resumed from its checkpoint)."
+    )
+    poll_seconds: float = Field(0.5, gt=0, le=10, description="How often an idle worker looks for a job.")
+
+    # -- the cost of one request (a body asking for more gets 422) -----------------------------
+    max_meta_iterations: int = Field(20_000, ge=1)
+    max_horizon: int = Field(1_000, ge=1)
+    max_meta_batch_size: int = Field(256, ge=1)
+    max_validation_tasks: int = Field(1_000, ge=1)
+    max_test_tasks: int = Field(1_000, ge=1)
+    max_tuning_tasks: int = Field(100, ge=1)
+    max_evaluation_steps: int = Field(10_000, ge=1)
+    max_cpu_threads: int = Field(4, ge=1)
+    max_train_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Cap on meta_overrides.max_seconds; a request that sets none gets this budget.",
+    )
+
+    @property
+    def api_dir(self) -> Path:
+        return self.data_dir / "api"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.api_dir / "jobs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def job_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.api_dir / 'jobs.db'}"
+
+    def token_value(self) -> str | None:
+        return (
+            self.token.get_secret_value()
+            if self.token is not None and self.token.get_secret_value()
+            else None
+        )
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point the registry at <data_dir>/mlflow unless the operator chose a store.
+
+    Set in ``os.environ`` (not only in mlflow's process state) because worker processes are
+    spawned from this one and must open the same store.
+    """
+    settings.api_dir.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get(MLFLOW_DIR_ENV):
+        os.environ[MLFLOW_DIR_ENV] = str(settings.mlflow_dir)

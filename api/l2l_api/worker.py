@@ -1,0 +1,187 @@
+"""A worker process: claims queued jobs from the job store, one at a time, and runs them.
+
+Long-lived, so torch and mlflow are imported once per worker rather than once per job. It exits
+as soon as the service that started it is gone (parent-death signal on Linux, and a parent
+check between meta-iterations elsewhere), so a killed service never leaves a job running twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
+from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled, MetaTrainProgress
+
+logger = logging.getLogger("l2l_api.worker")
+
+PROGRESS_WRITE_SECONDS = 0.5  # progress is written at most this often (and at every validation)
+
+
+class JobLost(MetaTrainingCancelled):
+    """The job is no longer this worker's (service gone, or another attempt owns it)."""
+
+
+class JobProgressReporter(MetaTrainCallback):
+    """Meta-training progress into the job record; stops the run on cancellation or a lost job."""
+
+    def __init__(self, store: JobStore, job: Job, parent_pid: int) -> None:
+        self.store = store
+        self.job = job
+        self.parent_pid = parent_pid
+        self.lost = False
+        self.cancelled = False
+        self._last_write = 0.0
+        self._first_iteration: int | None = None
+
+    def _write(self, progress: MetaTrainProgress, validation: bool) -> None:
+        message = None
+        if self._first_iteration is None:
+            self._first_iteration = progress.iteration
+            if self.job.attempt > 1:
+                done = max(progress.iteration - 1, 0)
+                message = (
+                    f"resumed (attempt {self.job.attempt}) from the checkpoint at meta-iteration {done}"
+                    if done
+                    else f"restarted from the beginning (attempt {self.job.attempt}): no checkpoint yet"
+                )
+        owned, cancel = self.store.report_progress(
+            self.job.id,
+            self.job.attempt,
+            iterations_done=progress.iteration,
+            iterations_total=progress.total,
+            meta_loss=progress.meta_loss,
+            validation_loss=progress.validation_loss if validation else None,
+            best_validation_loss=progress.best_validation_loss,
+            message=message,
+        )
+        self._last_write = time.monotonic()
+        self.lost = self.lost or not owned
+        self.cancelled = self.cancelled or cancel
+
+    def on_iteration(self, progress: MetaTrainProgress) -> None:
+        if (
+            self._first_iteration is None
+            or time.monotonic() - self._last_write >= PROGRESS_WRITE_SECONDS
+            or progress.iteration == progress.total
+        ):
+            self._write(progress, validation=False)
+
+    def on_validation(self, progress: MetaTrainProgress) -> None:
+        self._write(progress, validation=True)
+
+    def parent_gone(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def should_stop(self) -> bool:
+        if self.parent_gone():
+            self.lost = True
+        return self.lost or self.cancelled
+
+    def check(self) -> None:
+        """Between phases (after training, before publishing): raise if the job should stop."""
+        if self.parent_gone():
+            raise JobLost("the service stopped")
+        owned, cancel = self.store.report_progress(self.job.id, self.job.attempt)
+        if not owned:
+            raise JobLost("the job was taken over")
+        if cancel:
+            raise MetaTrainingCancelled("cancelled after meta-training")
+
+
+def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
+    """Run one claimed job to a terminal state (unless the job stopped being ours)."""
+    from l2l_api import registry_adapter
+    from l2l_plugin.pipeline import meta_train_and_evaluate
+
+    reporter = JobProgressReporter(store, job, parent_pid)
+    out_dir = jobs_dir / job.id
+    try:
+        assert job.mlflow_run_id is not None
+        if job.register and (version := registry_adapter.registered_version(job.mlflow_run_id)):
+            # A previous attempt published the version and the service died before recording it.
+            store.finish(
+                job.id,
+                job.attempt,
+                SUCCEEDED,
+                message="published by an earlier attempt",
+                result=_registered_result(job.family, version, None, None),
+            )
+            return
+        with registry_adapter.QueuedRun(
+            job.mlflow_run_id, job.family, job.family_config, job.meta_overrides
+        ) as run:
+            outcome = meta_train_and_evaluate(
+                job.family, job.family_config, job.meta_overrides, out_dir, [run.callback, reporter]
+            )
+            reporter.check()
+            if job.register:
+                published = run.publish(outcome)
+                result = _registered_result(
+                    job.family, published.version, published.promoted, published.reason
+                )
+            else:
+                result = JobResult(optimizer_uri=registry_adapter.log_unregistered(run, outcome))
+        store.finish(job.id, job.attempt, SUCCEEDED, message="done", result=result)
+    except JobLost as exc:
+        logger.warning("job %s: stopped, %s", job.id, exc)
+    except MetaTrainingCancelled as exc:
+        if reporter.lost:
+            logger.warning("job %s: stopped, the job is no longer this worker's", job.id)
+            return
+        store.finish(job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any failure is the job's, recorded without a traceback
+        logger.exception("job %s failed", job.id)
+        store.finish(job.id, job.attempt, FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+def _registered_result(family: str, version: str, promoted: bool | None, reason: str | None) -> JobResult:
+    from l2l_registry import model_name
+
+    name = model_name(family)
+    return JobResult(
+        optimizer_uri=f"models:/{name}/{version}",
+        model_name=name,
+        model_version=version,
+        promoted=promoted,
+        promotion_reason=reason,
+    )
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the thread that spawned it (the supervisor) ends."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the parent check between iterations remains
+        pass
+
+
+def worker_main(slot: int, database_url: str, jobs_dir: str, parent_pid: int, poll_seconds: float) -> None:
+    """Entry point of a worker process (multiprocessing, spawn start method)."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        return
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{slot} %(levelname)s %(message)s")
+    import torch
+
+    torch.set_num_threads(1)  # MetaTrainConfig.cpu_threads sets it per job; keep idle imports light too
+    store = JobStore(database_url)
+    directory = Path(jobs_dir)
+    pid = os.getpid()
+    while os.getppid() == parent_pid:
+        job = store.claim(slot, pid)
+        if job is None:
+            time.sleep(poll_seconds)
+            continue
+        logger.info("job %s: attempt %d on %s", job.id, job.attempt, job.family)
+        run_job(job, store, directory, parent_pid)
