@@ -1,0 +1,180 @@
+"""Jobs run by a real worker process (TestClient app with workers=1): success with and without
+registering, the optimizer endpoints on the version it made, cancellation, a worker that dies,
+and the job time limit."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+import torch  # noqa: E402
+from test_api_support import TERMINAL, TOKEN, api_client, auth, isolated_mlflow, tiny_request, wait_for  # noqa: E402
+
+from l2l_plugin import LearnedOptimizer  # noqa: E402
+
+JOB_SECONDS = 180  # generous: the worker shares 2 cores with the test process
+
+# Long enough to be caught while running (about 25 ms per meta-iteration), stopped by the test.
+LONG = {"meta_iterations": 5000, "checkpoint_every": 50, "validation_every": 1000, "max_seconds": 300}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("api-jobs")
+    with isolated_mlflow(root / "mlflow"), api_client(root / "data", workers=1, token=TOKEN) as test_client:
+        wait_for(lambda: test_client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
+        yield test_client
+
+
+def submit(client, **changes) -> dict:
+    response = client.post("/meta-train", json=tiny_request(**changes), headers=auth())
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def finished(client, job_id: str, timeout: float = JOB_SECONDS) -> dict:
+    return wait_for(
+        lambda: client.get(f"/jobs/{job_id}").json(), lambda job: job["state"] in TERMINAL, timeout
+    )
+
+
+def running(client, job_id: str) -> dict:
+    return wait_for(
+        lambda: client.get(f"/jobs/{job_id}").json(),
+        lambda job: job["state"] != "queued" and job["progress"]["iterations_done"] > 0,
+        JOB_SECONDS,
+    )
+
+
+def long_overrides() -> dict:
+    return {**tiny_request()["meta_overrides"], **LONG}
+
+
+@pytest.fixture(scope="module")
+def registered_job(client) -> dict:
+    job = finished(client, submit(client)["id"])
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def test_a_job_runs_in_a_worker_and_registers_a_version(client, registered_job) -> None:
+    job = registered_job
+    assert job["attempt"] == 1 and job["error"] is None
+    assert job["progress"]["iterations_done"] == job["progress"]["iterations_total"] == 6
+    assert job["progress"]["meta_loss"] is not None and job["progress"]["best_validation_loss"] is not None
+    result = job["result"]
+    assert result["registered"] is True and result["model_name"] == "l2l-quadratic"
+    assert result["optimizer_uri"] == f"models:/l2l-quadratic/{result['model_version']}"
+    assert isinstance(result["promoted"], bool) and result["promotion_reason"]
+
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(job["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert "meta_loss" in run.data.metrics and "eval.learned.final_loss_mean" in run.data.metrics
+    assert run.data.tags["l2l.registered_version"] == result["model_version"]
+
+
+def test_optimizer_endpoints_on_the_registered_version(client, registered_job, tmp_path: Path) -> None:
+    version = registered_job["result"]["model_version"]
+    assert {"family": "quadratic", "model_name": "l2l-quadratic", "versions": 1}.items() <= (
+        client.get("/optimizers").json()[0].items()
+    )
+    listing = client.get("/optimizers/quadratic").json()
+    assert [v["version"] for v in listing["versions"]] == [version]
+    assert "eval.learned.final_loss_mean" in listing["versions"][0]["metrics"]
+    assert listing["versions"][0]["run_id"] == registered_job["mlflow_run_id"]
+
+    detail = client.get(f"/optimizers/quadratic/{version}").json()
+    assert detail["load_uri"] == f"models:/l2l-quadratic/{version}"
+    assert detail["manifest"]["family"] == "quadratic" and detail["manifest"]["family_config"]["dim"] == 4
+    assert "load_optimizer('models:/l2l-quadratic/" in detail["load_example"]
+    assert client.get("/optimizers/quadratic/latest").json()["version"] == version
+
+    missing = client.get("/optimizers/quadratic/7")
+    assert missing.status_code == 404 and "versions: 1" in missing.json()["detail"]
+    if not registered_job["result"]["promoted"]:
+        assert client.get("/optimizers/quadratic/champion").status_code == 404
+        from l2l_registry import promote
+
+        promote("quadratic", version, reason="test")
+    champion = client.get("/optimizers/quadratic/champion").json()
+    assert champion["champion"] is True and champion["load_uri"] == "models:/l2l-quadratic@champion"
+    assert client.get("/optimizers/quadratic").json()["champion_uri"] == "models:/l2l-quadratic@champion"
+
+    response = client.get("/optimizers/quadratic/champion/files")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    assert f"l2l-quadratic-v{version}.zip" in response.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == ["optimizer.json", "weights.safetensors"]
+        archive.extractall(tmp_path / "files")
+    from l2l_registry import load_optimizer
+
+    theta = torch.zeros(4, requires_grad=True)
+    optimizer = load_optimizer(tmp_path / "files", [theta])  # no MLflow involved
+    assert isinstance(optimizer, LearnedOptimizer)
+
+
+def test_an_unregistered_job_keeps_its_optimizer_in_its_run(client) -> None:
+    job = finished(client, submit(client, register=False)["id"])
+    assert job["state"] == "succeeded", job
+    result = job["result"]
+    assert result["registered"] is False and result["model_version"] is None
+    assert result["optimizer_uri"] == f"runs:/{job['mlflow_run_id']}/optimizer"
+    from l2l_registry import load_optimizer
+
+    theta = torch.zeros(4, requires_grad=True)
+    assert isinstance(load_optimizer(result["optimizer_uri"], [theta]), LearnedOptimizer)
+
+
+def test_cancelling_a_running_job_stops_its_worker_run(client) -> None:
+    job = submit(client, register=False, meta_overrides=long_overrides())
+    running(client, job["id"])
+    response = client.delete(f"/jobs/{job['id']}", headers=auth())
+    assert response.status_code == 202 and response.json()["cancel_requested"] is True
+    done = finished(client, job["id"], 60)
+    assert done["state"] == "cancelled", done
+    assert done["message"].startswith("cancelled: cancelled at meta-iteration")
+    assert done["progress"]["iterations_done"] < 5000
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "KILLED"
+
+
+def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
+    job = submit(client, register=False, meta_overrides=long_overrides())
+    running(client, job["id"])
+    worker = client.get("/health").json()["workers"]["processes"][0]
+    assert worker["job_id"] == job["id"]
+    os.kill(worker["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
+    done = finished(client, job["id"], 30)
+    assert done["state"] == "failed"
+    assert done["error"] == "the worker process running this job ended unexpectedly (killed by SIGKILL)"
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "FAILED"
+    health = wait_for(lambda: client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
+    assert health["workers"]["processes"][0]["pid"] != worker["pid"]
+
+
+def test_a_job_over_the_time_limit_is_stopped(client) -> None:
+    pool = client.app.state.pool
+    original = pool.settings
+    pool.settings = original.model_copy(update={"job_timeout_seconds": 1.0})
+    try:
+        job = submit(client, register=False, meta_overrides=long_overrides())
+        done = finished(client, job["id"], 90)
+    finally:
+        pool.settings = original
+    assert done["state"] == "failed"
+    assert done["error"].startswith("exceeded the job time limit of 1 s")
+    wait_for(lambda: client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
