@@ -398,3 +398,59 @@ def test_non_finite_numbers_are_rendered_as_null() -> None:
 
     body = SafeJSONResponse({"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": -float("inf")}}).body
     assert json.loads(body) == {"a": None, "b": [1.0, None], "c": {"d": None}}
+
+
+# -- restart semantics (the job store survives; no worker needed) ----------------------------------
+
+
+def _interrupted_job(client) -> dict:
+    """A job a worker had taken when the service died (its record still says running)."""
+    job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+    assert client.app.state.store.claim(0, 999_999) is not None
+    return job
+
+
+def test_a_restart_queues_a_running_job_again_to_resume_it(mlflow_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with api_client(data, workers=0, token=TOKEN) as client:
+        job = _interrupted_job(client)
+        checkpoint = data / "api" / "jobs" / job["id"] / "checkpoint" / "checkpoint.pt"
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_bytes(b"")  # only its presence matters to the message
+        client.app.state.store.requeue = lambda *args, **kwargs: True  # the shutdown must not requeue it
+    with api_client(data, workers=0, token=TOKEN) as client:
+        again = client.get(f"/jobs/{job['id']}").json()
+    assert again["state"] == "queued" and again["attempt"] == 1
+    assert again["message"] == "the service stopped during attempt 1; will resume from its last checkpoint"
+
+
+def test_a_job_interrupted_too_often_is_failed_with_the_reason(mlflow_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with api_client(data, workers=0, token=TOKEN) as client:
+        job = _interrupted_job(client)
+        client.app.state.store.requeue = lambda *args, **kwargs: True
+    with api_client(data, workers=0, token=TOKEN, max_resumes=0) as client:
+        failed = client.get(f"/jobs/{job['id']}").json()
+    assert failed["state"] == "failed"
+    assert failed["error"] == (
+        "the service stopped while this job was running (interruption 1; L2L_API_MAX_RESUMES=0): "
+        "not resumed again"
+    )
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "FAILED"
+
+
+def test_a_clean_shutdown_puts_running_jobs_back_in_the_queue(mlflow_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with api_client(data, workers=0, token=TOKEN) as client:
+        job = _interrupted_job(client)
+        cancelled = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+        client.app.state.store.claim(0, 999_999)
+        assert client.delete(f"/jobs/{cancelled['id']}", headers=auth()).status_code == 202
+    with api_client(data, workers=0, token=TOKEN) as client:
+        again = client.get(f"/jobs/{job['id']}").json()
+        gone = client.get(f"/jobs/{cancelled['id']}").json()
+    assert again["state"] == "queued"
+    assert again["message"] == "the service was shut down; the job resumes when it starts again"
+    assert gone["state"] == "cancelled"  # a cancellation asked for before the shutdown stands

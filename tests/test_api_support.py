@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,9 +50,39 @@ def reset_mlflow_uris() -> None:
     utils._registry_uri = None
 
 
+_TEMPLATE: list[Path] = []
+
+
+def empty_mlflow_store(directory: Path) -> Path:
+    """``directory`` holding an embedded MLflow store whose tables already exist.
+
+    Creating them (MLflow's migrations) takes seconds; every store of these tests starts as a
+    copy of one made once per test session.
+    """
+    if not _TEMPLATE:
+        import tempfile
+
+        from l2l_registry.store import configure
+
+        template = Path(tempfile.mkdtemp(prefix="l2l-api-mlflow-template-"))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("L2L_MLFLOW_DIR", str(template))
+            patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+            reset_mlflow_uris()
+            from l2l_registry.store import client
+
+            client(configure()).search_experiments(max_results=1)
+            reset_mlflow_uris()
+        _TEMPLATE.append(template)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TEMPLATE[0] / "mlflow.db", directory / "mlflow.db")
+    return directory
+
+
 @contextmanager
 def isolated_mlflow(directory: Path) -> Iterator[None]:
     """The embedded MLflow store in ``directory`` for this process and the workers it spawns."""
+    empty_mlflow_store(directory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("L2L_MLFLOW_DIR", str(directory))
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

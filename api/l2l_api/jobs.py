@@ -190,8 +190,9 @@ class JobService:
                 job.id,
                 job.attempt,
                 FAILED,
-                error=f"the service stopped while this job was running, {job.interruptions + 1} times "
-                f"(limit L2L_API_MAX_RESUMES={self.settings.max_resumes}); not resumed again",
+                error="the service stopped while this job was running "
+                f"(interruption {job.interruptions + 1}; L2L_API_MAX_RESUMES={self.settings.max_resumes}): "
+                "not resumed again",
             ):
                 _end_run_quietly(job.mlflow_run_id, "FAILED")
             recovered.append(self._get(job.id))

@@ -114,3 +114,5 @@ def prepare_environment(settings: Settings) -> None:
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get(MLFLOW_DIR_ENV):
         os.environ[MLFLOW_DIR_ENV] = str(settings.mlflow_dir)
+    # Download progress bars are for terminals; in a service log they are noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
