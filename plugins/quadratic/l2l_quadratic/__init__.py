@@ -65,8 +65,10 @@ class QuadraticFamily(TaskFamily):
     meta_train_defaults: ClassVar[dict[str, Any]] = {
         "network": {"preprocess_p": None, "loss_input": True, "output_scale": 0.1},
         "meta_loss_log_weight": 0.1,
+        "meta_lr": 1e-2,
+        "grad_clip_norm": 1.0,
         "meta_batch_size": 32,
-        "meta_iterations": 2000,
+        "meta_iterations": 6000,
         "validation_every": 100,
         "validation_tasks": 64,
         "max_seconds": 270,
