@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
@@ -108,6 +108,19 @@ class MnistConvFamily(TaskFamily):
         if value < 2 and info.data.get("batch_norm", True):
             raise ValueError("batch norm needs at least 2 images per batch")
         return value
+
+    # The paper's CIFAR-10 setup ("LSTM-sub"): one LSTM for the conv part, another for the MLP.
+    # One meta-iteration costs seconds on a CPU core, hence the budget and small evaluation.
+    meta_train_defaults: ClassVar[dict[str, Any]] = {
+        "network": {"preprocess_p": 10.0, "output_scale": 0.1, "groups": [{"name": "conv", "pattern": "^conv"}]},
+        "meta_lr": 3e-3,
+        "grad_clip_norm": 1.0,
+        "meta_iterations": 1000,
+        "validation_every": 50,
+        "validation_tasks": 2,
+        "max_seconds": 900,
+        "evaluation": {"test_tasks": 20, "tuning_tasks": 4, "lr_min": 1e-3, "lr_max": 10.0, "lr_points_per_decade": 2},
+    }
 
     def sample(self, seed: int) -> ClassificationTask:
         # Read (and cache) the data now, so a bad data_dir fails here rather than mid-trajectory.
