@@ -365,7 +365,11 @@ def meta_train_and_register(
     run_name: str | None = None,
     store: Store | None = None,
 ) -> tuple[MetaTrainOutcome, PublishResult]:
-    """Meta-train, evaluate, log and register in one call (``out_dir`` None: a temporary folder)."""
+    """Meta-train, evaluate, log and register in one call.
+
+    With ``out_dir`` None the files go to a temporary folder that is deleted before returning
+    (everything is in MLflow by then), so the returned ``outcome.directory`` no longer exists.
+    """
     with MetaTrainingRun(family_name, family_config, meta_overrides, run_name=run_name, store=store) as run:
         if out_dir is None:
             with tempfile.TemporaryDirectory(prefix="l2l-meta-train-") as tmp:
