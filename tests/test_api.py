@@ -454,3 +454,38 @@ def test_a_clean_shutdown_puts_running_jobs_back_in_the_queue(mlflow_dir: Path, 
     assert again["state"] == "queued"
     assert again["message"] == "the service was shut down; the job resumes when it starts again"
     assert gone["state"] == "cancelled"  # a cancellation asked for before the shutdown stands
+
+
+# -- the pool's limits (its checks called directly; no worker process) ------------------------------
+
+
+def test_a_cancellation_not_honoured_in_time_stops_the_worker(client) -> None:
+    import time
+
+    job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+    client.app.state.store.claim(0, 999_999)
+    assert client.delete(f"/jobs/{job['id']}", headers=auth()).status_code == 202
+    pool = client.app.state.pool
+    pool.settings = pool.settings.model_copy(update={"cancel_grace_seconds": 0.01})
+    time.sleep(0.05)
+    pool._enforce_limits()
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["state"] == "cancelled"
+    assert done["message"].startswith("cancelled: the worker was stopped after 0.01 s")
+
+
+def test_an_attempt_over_the_time_limit_fails(client) -> None:
+    import time
+
+    job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+    client.app.state.store.claim(0, 999_999)
+    pool = client.app.state.pool
+    pool.settings = pool.settings.model_copy(update={"job_timeout_seconds": 0.01})
+    time.sleep(0.05)
+    pool._enforce_limits()
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["state"] == "failed" and done["error"].startswith("exceeded the job time limit of 0.01 s")
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "FAILED"

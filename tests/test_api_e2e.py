@@ -155,8 +155,9 @@ def test_a_killed_service_resumes_its_running_job_after_a_restart(service) -> No
     )
     assert resumed["state"] == "running", resumed
     checkpoint_iteration = int(resumed["message"].rsplit(" ", 1)[1])
-    assert 5 <= checkpoint_iteration <= before["progress"]["iterations_done"] + 10
-    assert resumed["message"] == f"resumed (attempt 2) from the checkpoint at meta-iteration {checkpoint_iteration}"
+    assert checkpoint_iteration >= 5  # not from scratch
+    expected = f"resumed (attempt 2) from the checkpoint at meta-iteration {checkpoint_iteration}"
+    assert resumed["message"] == expected
     assert resumed["mlflow_run_id"] == job["mlflow_run_id"]  # the same run goes on
 
     status, cancelling = restarted.request("DELETE", f"/jobs/{job['id']}")

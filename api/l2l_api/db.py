@@ -73,6 +73,7 @@ class JobRow(Base):
     register: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempt_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the time limit's clock
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -110,6 +111,7 @@ class Job:
     register: bool
     created_at: dt.datetime
     started_at: dt.datetime | None
+    attempt_started_at: dt.datetime | None
     finished_at: dt.datetime | None
     iterations_done: int
     iterations_total: int
@@ -299,6 +301,7 @@ class JobStore:
                     worker_slot=slot,
                     worker_pid=pid,
                     started_at=func.coalesce(JobRow.started_at, now),
+                    attempt_started_at=now,
                     updated_at=now,
                 )
             )

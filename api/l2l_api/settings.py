@@ -55,7 +55,10 @@ class Settings(BaseSettings):
     # -- the queue and the workers ---------------------------------------------------------------
     max_queued: int = Field(16, ge=1, description="Queued (not yet running) jobs; beyond it POST gets 429.")
     job_timeout_seconds: float = Field(
-        3 * 3600.0, gt=0, description="A job running longer (training + evaluation + publishing) is stopped."
+        3 * 3600.0,
+        gt=0,
+        description="An attempt running longer (training + evaluation + publishing) is stopped; a resumed "
+        "job gets the time again.",
     )
     cancel_grace_seconds: float = Field(
         30.0, gt=0, description="A cancelled job that has not stopped by then has its worker killed."

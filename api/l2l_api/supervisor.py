@@ -176,7 +176,7 @@ class WorkerPool:
                     message=f"cancelled: the worker was stopped after "
                     f"{self.settings.cancel_grace_seconds:g} s without reaching a safe point",
                 )
-            elif job.started_at is not None and now - job.started_at > timeout:
+            elif job.attempt_started_at is not None and now - job.attempt_started_at > timeout:
                 self._kill_worker_of(job)
                 self._fail(
                     job,
