@@ -164,6 +164,14 @@ def test_family_config_errors_are_422_with_field_locations(client) -> None:
     } <= locations
 
 
+def test_server_paths_in_a_family_config_are_refused(client) -> None:
+    body = tiny_request(family="mnist_mlp", family_config={"data_dir": "/etc"})
+    response = client.post("/meta-train", json=body, headers=auth())
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "family_config", "data_dir"] and error["type"] == "server_only"
+
+
 def test_meta_override_errors_are_422_together_with_family_errors(client) -> None:
     body = tiny_request(family_config={"dim": -1}, meta_overrides={"horizon": 7, "unroll_length": 5})
     detail = client.post("/meta-train", json=body, headers=auth()).json()["detail"]

@@ -57,7 +57,16 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
     from fastapi.exceptions import RequestValidationError
 
     family_class = resolve_family(request.family)
-    errors: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = [
+        {
+            "type": "server_only",
+            "loc": ["body", "family_config", name],
+            "msg": "this field is set on the server only (L2L_API_SERVER_ONLY_FAMILY_FIELDS)",
+            "input": request.family_config[name],
+        }
+        for name in settings.server_only_family_fields
+        if name in request.family_config
+    ]
     try:
         family = family_class.model_validate(request.family_config)
     except ValidationError as exc:

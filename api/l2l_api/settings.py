@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         None, description="When set, POST/DELETE need `Authorization: Bearer <token>`."
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413.")
+    server_only_family_fields: tuple[str, ...] = Field(
+        ("data_dir",),
+        description="Family config fields a request may not set (422), as a JSON list. data_dir names a "
+        "folder on the server (mnist_mlp, mnist_conv): a client must not point a worker at server paths.",
+    )
 
     # -- the queue and the workers ---------------------------------------------------------------
     max_queued: int = Field(16, ge=1, description="Queued (not yet running) jobs; beyond it POST gets 429.")
