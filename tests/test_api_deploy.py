@@ -169,3 +169,11 @@ def test_compose_runs_the_service_beside_mlflow_on_postgres() -> None:
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:")  # published on the host's loopback only
     assert set(compose["volumes"]) == {"postgres-data", "mlflow-artifacts", "api-data"}
+
+
+def test_every_setting_is_documented_in_the_service_readme() -> None:
+    from l2l_api.settings import ENV_PREFIX, Settings
+
+    readme = (ROOT / "api" / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{ENV_PREFIX}{name.upper()}`" in readme, name
