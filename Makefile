@@ -16,7 +16,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/l2l families
+	$(BIN)/l2l demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
