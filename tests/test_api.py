@@ -384,6 +384,26 @@ def test_optimizer_endpoints_without_registered_versions(client) -> None:
     assert client.get("/optimizers/bad'name").status_code == 422  # never reaches an MLflow filter
 
 
+def test_optimizer_endpoints_when_mlflow_fails(client, monkeypatch) -> None:
+    from l2l_api.routes import optimizers as optimizers_route
+    from mlflow.exceptions import MlflowException
+
+    def failing(error: Exception):
+        def call(*args, **kwargs):
+            raise error
+
+        return call
+
+    monkeypatch.setattr(optimizers_route, "list_versions", failing(ConnectionError("refused")))
+    response = client.get("/optimizers/quadratic")
+    assert response.status_code == 503 and response.headers["retry-after"] == "30"
+    assert response.json()["detail"] == "MLflow is unreachable: ConnectionError"
+    monkeypatch.setattr(optimizers_route, "list_versions", failing(MlflowException("db is locked")))
+    assert client.get("/optimizers/quadratic/1").json()["detail"] == "MLflow error: INTERNAL_ERROR"
+    monkeypatch.setattr(optimizers_route, "list_families", failing(MlflowException("db is locked")))
+    assert client.get("/optimizers").status_code == 503
+
+
 # -- errors never carry a traceback ----------------------------------------------------------------
 
 
