@@ -3,6 +3,7 @@ an in-process client, and a real `l2l serve` process on its own port and data di
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -65,6 +66,7 @@ def empty_mlflow_store(directory: Path) -> Path:
         from l2l_registry.store import configure
 
         template = Path(tempfile.mkdtemp(prefix="l2l-api-mlflow-template-"))
+        atexit.register(shutil.rmtree, template, True)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("L2L_MLFLOW_DIR", str(template))
             patch.delenv("MLFLOW_TRACKING_URI", raising=False)
