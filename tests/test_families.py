@@ -162,3 +162,17 @@ def test_broken_family_raises_load_error(monkeypatch):
     monkeypatch.setattr(discovery, "discover_families", lambda: {"broken": broken})
     with pytest.raises(FamilyLoadError, match="boom"):
         get_family("broken")
+
+
+class _ListFamily(TaskFamily):
+    """A list-valued field makes the frozen config unhashable (broken on purpose)."""
+
+    sizes: list[int] = [1, 2]
+
+    def sample(self, seed: int) -> Task:
+        return _DetachedTask()
+
+
+def test_contract_catches_an_unhashable_config():
+    with pytest.raises(FamilyContractError, match="not hashable"):
+        check_family(_ListFamily())

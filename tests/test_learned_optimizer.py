@@ -51,15 +51,12 @@ def _loss(model: torch.nn.Module) -> torch.Tensor:
     return (model(x) - x.sum(dim=1, keepdim=True)).square().mean()
 
 
-def _train(model, optimizer, steps, closure_style=False):
+def _train(model, optimizer, steps):
     for _ in range(steps):
         optimizer.zero_grad()
-        if closure_style:
-            optimizer.step(lambda: (_loss(model).backward(), _loss(model))[1])
-        else:
-            loss = _loss(model)
-            loss.backward()
-            optimizer.step(loss=loss)
+        loss = _loss(model)
+        loss.backward()
+        optimizer.step(loss=loss)
 
 
 def test_files_round_trip_and_load_without_pickle(tmp_path):

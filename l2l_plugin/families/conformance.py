@@ -91,6 +91,10 @@ def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str 
     schema = cls.model_json_schema()
     _require(json.loads(json.dumps(schema)) == schema, "JSON Schema is not plain JSON")
     _require(bool(cls.description()), f"{cls.__qualname__} needs a docstring (its description)")
+    try:
+        hash(family)  # configs key caches and job records: use tuples, not lists, for sequences
+    except TypeError as exc:
+        raise FamilyContractError(f"family config is not hashable ({exc}); use tuples for sequence fields") from None
 
     first_losses = []
     first_params = []
