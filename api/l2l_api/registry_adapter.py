@@ -1,8 +1,7 @@
 """What the service needs from l2l_registry that it does not offer (yet) as one public call.
 
 - A job's MLflow run is created when the job is queued (so POST /meta-train can answer with its
-  id, and a resumed job keeps logging to the same run); ``l2l_registry.MetaTrainingRun`` always
-  starts a new run, so :class:`QueuedRun` reopens the queued one instead.
+  id, and a resumed job keeps logging to the same run, ``MetaTrainingRun(..., run_id=...)``).
 - A job that is not registered still leaves its evaluation and optimizer files in its run
   (loadable as ``runs:/<run_id>/optimizer``): :func:`log_unregistered`.
 - The optimizer files of a model version, for GET /optimizers/.../files.
@@ -24,12 +23,11 @@ from typing import Any
 from l2l_registry import MetaTrainingRun, model_name
 from l2l_registry.conventions import OPTIMIZER_ARTIFACT, TAG_FAMILY, TAG_FAMILY_CONFIG_HASH, config_hash
 from l2l_registry.publish import HISTORY_NAME, ensure_experiment
-from l2l_registry.store import Store, client, configure
-from l2l_registry.tracking import MlflowMetricsLogger, evaluation_metrics, flatten
+from l2l_registry.store import client, configure
+from l2l_registry.tracking import evaluation_metrics
 
-from l2l_plugin import make_family
 from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
-from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome, resolve_meta_train_config
+from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome
 
 TAG_JOB_ID = "l2l.api_job_id"
 
@@ -56,49 +54,6 @@ def end_run(run_id: str | None, status: str) -> None:
     """Close a job's run from outside its worker (cancelled while queued, worker killed, gave up)."""
     if run_id:
         client(configure()).set_terminated(run_id, status)
-
-
-class QueuedRun(MetaTrainingRun):
-    """``MetaTrainingRun`` over the run created at queue time (resumed runs keep their history).
-
-    Re-logging the params on a resume is harmless: MLflow accepts a param logged again with the
-    same value, and a job's configuration never changes.
-    """
-
-    def __init__(
-        self,
-        run_id: str,
-        family_name: str,
-        family_config: Mapping[str, Any] | None = None,
-        meta_overrides: Mapping[str, Any] | None = None,
-        *,
-        store: Store | None = None,
-    ) -> None:
-        super().__init__(family_name, family_config, meta_overrides, store=store)
-        self.queued_run_id = run_id
-
-    def __enter__(self) -> QueuedRun:
-        import mlflow
-        from mlflow.entities import Param
-
-        family = make_family(self.family_name, self.family_config)
-        config = resolve_meta_train_config(family, self.meta_overrides)
-        self.store = self.store or configure()
-        self.client = client(self.store)
-        mlflow.start_run(run_id=self.queued_run_id)  # status RUNNING again
-        self.run_id = self.queued_run_id
-        params = {
-            "family": self.family_name,
-            **flatten(family.model_dump(mode="json"), "family"),
-            **flatten(config.model_dump(mode="json"), "meta"),
-        }
-        items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
-        # The parent's __exit__ flushes this logger and ends the run with the right status.
-        self._metrics = MlflowMetricsLogger(self.client, self.run_id)
-        self.callback = self._metrics
-        return self
 
 
 def registered_version(run_id: str) -> str | None:

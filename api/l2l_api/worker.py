@@ -97,6 +97,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
     """Run one claimed job to a terminal state (unless the job stopped being ours)."""
     from l2l_api import registry_adapter
     from l2l_plugin.pipeline import meta_train_and_evaluate
+    from l2l_registry import MetaTrainingRun
 
     reporter = JobProgressReporter(store, job, parent_pid)
     out_dir = jobs_dir / job.id
@@ -112,8 +113,8 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
                 result=_registered_result(job.family, version, None, None),
             )
             return
-        with registry_adapter.QueuedRun(
-            job.mlflow_run_id, job.family, job.family_config, job.meta_overrides
+        with MetaTrainingRun(
+            job.family, job.family_config, job.meta_overrides, run_id=job.mlflow_run_id
         ) as run:
             outcome = meta_train_and_evaluate(
                 job.family, job.family_config, job.meta_overrides, out_dir, [run.callback, reporter]

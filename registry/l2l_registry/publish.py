@@ -164,13 +164,16 @@ class MetaTrainingRun:
         *,
         run_name: str | None = None,
         store: Store | None = None,
+        run_id: str | None = None,
     ) -> None:
+        """``run_id`` reopens an existing run (a queued or resumed service job keeps its run);
+        logging its params again is harmless, MLflow accepts a param re-logged unchanged."""
         self.family_name = family_name
         self.family_config = dict(family_config or {})
         self.meta_overrides = dict(meta_overrides or {})
         self.run_name = run_name
         self.store = store
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
         self.callback: MetaTrainCallback = MetaTrainCallback()
         self._metrics: MlflowMetricsLogger | None = None
         self._published: PublishResult | None = None
@@ -187,16 +190,19 @@ class MetaTrainingRun:
         self.client = client(self.store)
         experiment_id = ensure_experiment(self.client, self.store, model_name(self.family_name))
         resolved_family = family.model_dump(mode="json")
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=self.run_name,
-            nested=mlflow.active_run() is not None,  # inside a user's run: become its child
-            tags={
-                TAG_FAMILY: self.family_name,
-                TAG_FAMILY_CONFIG_HASH: config_hash(resolved_family),
-            },
-        )
-        self.run_id = run.info.run_id
+        if self.run_id is not None:
+            mlflow.start_run(run_id=self.run_id)  # status RUNNING again
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=self.run_name,
+                nested=mlflow.active_run() is not None,  # inside a user's run: become its child
+                tags={
+                    TAG_FAMILY: self.family_name,
+                    TAG_FAMILY_CONFIG_HASH: config_hash(resolved_family),
+                },
+            )
+            self.run_id = run.info.run_id
         params = {
             "family": self.family_name,
             **flatten(resolved_family, "family"),
