@@ -120,3 +120,19 @@ def test_time_budget_stops_early_and_still_validates():
     result = meta_train(make_family("quadratic", {"dim": 3}), config)
     assert 0 < result.iterations < 100_000
     assert "validation_loss" in result.history[-1]
+
+
+@pytest.mark.parametrize("metric", ["final_loss_mean", "final_loss_geomean"])
+def test_best_weights_are_chosen_by_the_validation_metric(metric):
+    from l2l_plugin.optimizer.rollout import run_learned
+    from l2l_plugin.evaluation.report import geometric_mean
+
+    family = make_family("quadratic", {"dim": 4})
+    config = tiny_config(network=QUADRATIC_NET, meta_iterations=6, validation_every=2, validation_metric=metric)
+    result = meta_train(family, config)
+    curve, _ = run_learned(result.net, family.sample_stack(validation_seeds(config.validation_tasks)), 10, torch.device("cpu"))
+    final = curve[:, -1].double()
+    expected = float(final.mean()) if metric == "final_loss_mean" else geometric_mean(final)
+    assert result.best_validation_loss == pytest.approx(expected, rel=1e-5)
+    scores = [h["validation_loss"] for h in result.history if "validation_loss" in h]
+    assert result.best_validation_loss == min(scores)

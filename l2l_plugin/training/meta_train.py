@@ -75,9 +75,15 @@ def step_objective(losses: torch.Tensor, log_weight: float) -> torch.Tensor:
     return objective
 
 
-def trajectory_objective(curve: torch.Tensor, log_weight: float) -> float:
-    """Validation score of (B, T + 1) loss curves: the meta-loss averaged over steps 1..T."""
-    return float(torch.stack([step_objective(curve[:, t], log_weight) for t in range(1, curve.shape[1])]).mean())
+def validation_score(curve: torch.Tensor, config: MetaTrainConfig) -> float:
+    """Score (lower is better) of (B, T + 1) validation loss curves, by ``validation_metric``."""
+    final = curve[:, -1].double()
+    if config.validation_metric == "final_loss_mean":
+        return float(final.mean())
+    if config.validation_metric == "final_loss_geomean":
+        return float(torch.exp(torch.log(final.clamp_min(1e-300)).mean()))
+    steps = range(1, curve.shape[1])
+    return float(torch.stack([step_objective(curve[:, t], config.meta_loss_log_weight) for t in steps]).mean())
 
 
 class _Run:
@@ -179,7 +185,7 @@ def _meta_train(
 
     def validate() -> None:
         curve, _ = run_learned(run.net, validation_tasks, config.horizon, device)
-        run.last_validation = trajectory_objective(curve, config.meta_loss_log_weight)
+        run.last_validation = validation_score(curve, config)
         run.history.append({"iteration": run.iteration, "validation_loss": run.last_validation})
         if math.isfinite(run.last_validation) and run.last_validation < run.best_validation:
             run.best_validation = run.last_validation
