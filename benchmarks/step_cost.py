@@ -43,8 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
     parser.add_argument("--min-run-time", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both optimizers")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     config = OptimizerNetConfig()  # the paper's architecture: 2 layers of 20, log/sign input
     manifest = OptimizerManifest(
