@@ -36,6 +36,8 @@ class TqdmProgress(MetaTrainCallback):
     def __init__(self, total: int, **tqdm_kwargs: object) -> None:
         from tqdm.auto import tqdm
 
+        # At most one redraw a second: logs of non-interactive runs (make run, CI) stay readable.
+        tqdm_kwargs.setdefault("mininterval", 1.0)
         self.bar = tqdm(total=total, desc="meta-train", unit="it", **tqdm_kwargs)
 
     def on_iteration(self, progress: MetaTrainProgress) -> None:
