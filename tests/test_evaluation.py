@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from helpers import TINY_META, tiny_config
+from helpers import TINY_META
 from l2l_plugin import make_family
 from l2l_plugin.cli import main as cli_main
 from l2l_plugin.evaluation import LEARNED, evaluate, learning_rate_grid
@@ -22,7 +22,7 @@ QUADRATIC_META = json.dumps({"preprocess_p": None, "loss_input": True})
 def test_batched_baselines_equal_separate_torch_optim_runs():
     family = make_family("quadratic", {"dim": 4})
     seeds, lrs = [7, 8, 9], [0.01, 0.1]
-    curves, _ = run_baseline(baseline_factory("adam"), lambda: family.sample_stack(seeds), lrs, 5, CPU)
+    curves, _ = run_baseline(baseline_factory("adam"), family.sample_stack(seeds), lrs, 5, CPU)
     for g, lr in enumerate(lrs):
         for k, seed in enumerate(seeds):
             task = family.sample(seed)
@@ -70,7 +70,7 @@ def test_tuned_adam_beats_a_bad_fixed_rate():
     config = EvaluationConfig(test_tasks=8, tuning_tasks=4, lr_min=1e-4, lr_max=1.0, baselines=("adam",))
     report = evaluate(LSTMOptimizerNet(OptimizerNetConfig()), family, "quadratic", config, steps=30)
     adam = report.optimizers["adam"]
-    untuned, _ = run_baseline(baseline_factory("adam"), lambda: family.sample_stack(report.test_seeds), [1e-4], 30, CPU)
+    untuned, _ = run_baseline(baseline_factory("adam"), family.sample_stack(report.test_seeds), [1e-4], 30, CPU)
     assert adam.final_loss_mean < float(untuned[0, :, -1].mean())
 
 

@@ -30,27 +30,29 @@ def baseline_factory(name: str, nag_momentum: float = 0.9) -> OptimizerFactory:
 
 def run_baseline(
     factory: OptimizerFactory,
-    make_stack: Callable[[], TaskStack],
+    stack: TaskStack,
     learning_rates: Sequence[float],
     steps: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Curves (lrs, tasks, steps + 1) and final held-out losses (lrs, tasks) or ``None``."""
-    stacks = [make_stack() for _ in learning_rates]
+    """Curves (lrs, tasks, steps + 1) and final held-out losses (lrs, tasks) or ``None``.
+
+    Every learning rate starts from its own fresh copy of the stack's initial parameters.
+    """
     params = [
         {name: value.detach().requires_grad_(True) for name, value in stack.init_params(device).items()}
-        for stack in stacks
+        for _ in learning_rates
     ]
     optimizer = factory([{"params": list(p.values()), "lr": lr} for p, lr in zip(params, learning_rates)])
     curve = []
     for step in range(steps):
-        losses = torch.stack([stack.losses(p, step) for stack, p in zip(stacks, params)])
+        losses = torch.stack([stack.losses(p, step) for p in params])
         curve.append(losses.detach())
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
     with torch.no_grad():
-        curve.append(torch.stack([stack.losses(p, steps) for stack, p in zip(stacks, params)]))
-        held_out = [stack.eval_losses(p) for stack, p in zip(stacks, params)]
+        curve.append(torch.stack([stack.losses(p, steps) for p in params]))
+        held_out = [stack.eval_losses(p) for p in params]
     eval_losses = None if any(h is None for h in held_out) else torch.stack(held_out).cpu()
     return torch.stack(curve, dim=2).cpu(), eval_losses

@@ -28,9 +28,7 @@ def tune_learning_rate(
     """The grid's learning rate with the lowest mean final loss on the validation instances."""
     grid = learning_rate_grid(config)
     seeds = validation_seeds(config.tuning_tasks)
-    curves, _ = run_baseline(
-        baseline_factory(name, config.nag_momentum), lambda: family.sample_stack(seeds), grid, steps, device
-    )
+    curves, _ = run_baseline(baseline_factory(name, config.nag_momentum), family.sample_stack(seeds), grid, steps, device)
     final = torch.nan_to_num(curves[:, :, -1].double(), nan=math.inf)
     scores = final.mean(dim=1)
     return grid[int(torch.argmin(scores))], grid
@@ -50,13 +48,14 @@ def evaluate(
     seeds = held_out_seeds(config.test_tasks)
     results: dict[str, OptimizerResult] = {}
 
-    curves, eval_losses = run_learned(net, family.sample_stack(seeds), steps, device)
+    held_out = family.sample_stack(seeds)  # one sample, shared by every optimizer
+    curves, eval_losses = run_learned(net, held_out, steps, device)
     results[LEARNED] = OptimizerResult.from_curves(curves, eval_losses)
 
     for name in config.baselines:
         lr, grid = tune_learning_rate(name, family, config, steps, device)
         curves, eval_losses = run_baseline(
-            baseline_factory(name, config.nag_momentum), lambda: family.sample_stack(seeds), [lr], steps, device
+            baseline_factory(name, config.nag_momentum), held_out, [lr], steps, device
         )
         results[name] = OptimizerResult.from_curves(
             curves[0],
