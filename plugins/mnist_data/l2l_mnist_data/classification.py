@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from l2l_plugin.families import Params, Task, TaskStack, seeded_generator
+from l2l_plugin.families import LoopedTaskStack, Params, Task, seeded_generator
 
 from l2l_mnist_data.image_set import ImageSet, canonical_device
 
@@ -76,26 +76,23 @@ class ClassificationTask(Task):
         return total / len(held_out)
 
 
-class ClassificationStack(TaskStack):
+class ClassificationStack(LoopedTaskStack):
     """Classification tasks of one network shape, run as one vmapped network call.
 
     Each task keeps its own initial parameters and minibatch stream; ``torch.func.vmap`` turns
     the per-task matrix products into batched ones, which is what makes meta-batches cheap.
     """
 
+    tasks: list[ClassificationTask]
+
     def __init__(self, tasks: Sequence[ClassificationTask]) -> None:
-        self.tasks = list(tasks)
-        self.size = len(self.tasks)
+        super().__init__(tasks)  # stacked initial parameters and held-out losses, task by task
         network = self.tasks[0].network
 
         def task_loss(params: Params, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(functional_call(network, params, (images,)), labels)
 
         self._losses = torch.func.vmap(task_loss)
-
-    def init_params(self, device: torch.device | str = "cpu") -> Params:
-        per_task = [task.init_params(device) for task in self.tasks]
-        return {name: torch.stack([params[name] for params in per_task]) for name in per_task[0]}
 
     def losses(self, params: Mapping[str, torch.Tensor], step: int = 0) -> torch.Tensor:
         device = next(iter(params.values())).device
@@ -106,8 +103,3 @@ class ClassificationStack(TaskStack):
         images = torch.stack([images for images, _ in batches])
         labels = torch.stack([labels for _, labels in batches])
         return self._losses(dict(params), images, labels)
-
-    def eval_losses(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack(
-            [task.eval_loss({name: value[k] for name, value in params.items()}) for k, task in enumerate(self.tasks)]
-        )
