@@ -28,9 +28,9 @@ def test_weights_are_shared_and_state_is_per_coordinate():
     grad = torch.tensor([0.5, -0.5, 0.5])
     update, state = net("default", grad, net.initial_state(3, torch.device("cpu")))
     assert update[0] == update[2] and update[0] != update[1]
-    assert state.shape == (4, 3, 20)
+    assert state.lstm.shape == (4, 3, 20) and state.moments is None
     # Same input, different history: coordinate state matters.
-    state[:, 0] += 1.0
+    state.lstm[:, 0] += 1.0
     update2, _ = net("default", grad, state)
     assert update2[0] != update2[2]
 
@@ -40,7 +40,7 @@ def test_global_averaging_cells_share_their_activation_within_an_optimizee():
     grad = torch.randn(6)
     segments = Segments.from_ids(torch.tensor([0, 0, 0, 1, 1, 1]), 2)
     _, state = net("default", grad, net.initial_state(6, torch.device("cpu")), segments=segments)
-    hidden = state[0]  # first layer's h
+    hidden = state.lstm[0]  # first layer's h
     assert torch.allclose(hidden[0, :3], hidden[2, :3]) and torch.allclose(hidden[3, :3], hidden[5, :3])
     assert not torch.allclose(hidden[0, :3], hidden[3, :3])  # but not across optimizees
     assert not torch.allclose(hidden[0, 3:], hidden[1, 3:])

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_GROUP = "default"
+
+UpdateRule = Literal["linear", "tanh", "nominal"]
 
 
 class GroupRule(BaseModel):
@@ -49,11 +53,47 @@ class OptimizerNetConfig(BaseModel):
         "the optimizer know how far it is from the optimum).",
     )
     loss_input_scale: float = Field(10.0, gt=0, description="Divisor of log(loss) when loss_input is on.")
+    gradient_input: bool = Field(
+        True,
+        description="Feed the gradient itself (log/sign preprocessed, or raw when preprocess_p is null).",
+    )
+    momentum_decays: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field(
+        (),
+        max_length=8,
+        description="Decays of running first moments kept per coordinate; each gives the input "
+        "m̂/√v̂ (RNNprop; momentum at several timescales, Wichrowska et al. 2017).",
+    )
+    rms_decay: float = Field(
+        0.999, gt=0, lt=1, description="Decay of the running second moment v that normalises the moment inputs."
+    )
+    normalized_gradient: bool = Field(False, description="Also feed g/√v̂ (RNNprop).")
+    epsilon: float = Field(1e-8, gt=0, le=1, description="Added to √v̂ in every normalisation.")
+    param_input: bool = Field(False, description="Also feed the parameter's current value.")
+    progress_horizon: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Also feed step / progress_horizon (a progress-in-horizon feature); null: off.",
+    )
     gac_cells: int = Field(
         0,
         ge=0,
         description="Global averaging cells per layer: the first gac_cells hidden units of each "
         "layer are averaged across all coordinates of an optimizee at every step.",
+    )
+    update: UpdateRule = Field(
+        "linear",
+        description="How the LSTM's output becomes the step: 'linear' (the paper: head × "
+        "output_scale), 'tanh' (bounded: tanh(head) × output_scale, RNNprop) or 'nominal' "
+        "(Harrison et al. 2022: −exp(log lr + magnitude_scale·head₁) · (m̂/√v̂ + output_scale·head₀), "
+        "an Adam step of nominal_lr before any meta-training).",
+    )
+    nominal_lr: float = Field(
+        1e-3, gt=0, le=10, description="Initial learning rate of the nominal Adam term (update 'nominal')."
+    )
+    learn_nominal_lr: bool = Field(True, description="Meta-train the nominal learning rate's logarithm too.")
+    magnitude_scale: float = Field(
+        1.0, gt=0, le=10, description="Multiplier of the learned log-magnitude (update 'nominal')."
     )
     groups: tuple[GroupRule, ...] = Field(
         (),
@@ -65,6 +105,10 @@ class OptimizerNetConfig(BaseModel):
     def _consistent(self) -> OptimizerNetConfig:
         if self.gac_cells > self.hidden_size:
             raise ValueError(f"gac_cells ({self.gac_cells}) exceeds hidden_size ({self.hidden_size})")
+        if self.update == "nominal" and not self.momentum_decays:
+            raise ValueError("update 'nominal' needs momentum_decays (its Adam term uses the first one)")
+        if self.num_features == 0:
+            raise ValueError("the network has no inputs: enable gradient_input or another input")
         names = [rule.name for rule in self.groups]
         if len(set(names)) != len(names) or DEFAULT_GROUP in names:
             raise ValueError(f"group names must be distinct and not '{DEFAULT_GROUP}': {names}")
@@ -81,5 +125,21 @@ class OptimizerNetConfig(BaseModel):
         return DEFAULT_GROUP
 
     @property
+    def uses_moments(self) -> bool:
+        return bool(self.momentum_decays) or self.normalized_gradient
+
+    @property
     def num_features(self) -> int:
-        return (2 if self.preprocess_p is not None else 1) + (1 if self.loss_input else 0)
+        gradient = (2 if self.preprocess_p is not None else 1) if self.gradient_input else 0
+        return (
+            gradient
+            + len(self.momentum_decays)
+            + int(self.normalized_gradient)
+            + int(self.param_input)
+            + int(self.progress_horizon is not None)
+            + int(self.loss_input)
+        )
+
+    @property
+    def num_outputs(self) -> int:
+        return 2 if self.update == "nominal" else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,9 +13,10 @@ from torch.optim import Optimizer
 
 from l2l_plugin.artifacts import TrainedOptimizer, load_trained_optimizer
 from l2l_plugin.optimizer.config import DEFAULT_GROUP
-from l2l_plugin.optimizer.network import LSTMOptimizerNet, loss_feature
+from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, loss_feature
 
-_STATE_KEY = "lstm_state"
+_LSTM_KEY = "lstm_state"
+_MOMENTS_KEY = "moments"
 
 
 class LearnedOptimizer(Optimizer):
@@ -41,6 +43,8 @@ class LearnedOptimizer(Optimizer):
         self.trained = trained
         self.net: LSTMOptimizerNet = trained.net
         self.net.requires_grad_(False)
+        self._net_groups: dict[torch.Tensor, str] = {}
+        self._nets: dict[torch.device, LSTMOptimizerNet] = {}
         config = self.net.config
         if config.groups and any("param_names" not in group for group in self.param_groups):
             warnings.warn(
@@ -52,8 +56,20 @@ class LearnedOptimizer(Optimizer):
             )
 
     def _net_group_of(self, group: dict[str, Any], index: int) -> str:
-        names = group.get("param_names")
-        return self.net.config.group_of(names[index]) if names else DEFAULT_GROUP
+        param = group["params"][index]
+        # The group of a parameter never changes: match its name against the rules once.
+        if (cached := self._net_groups.get(param)) is None:
+            names = group.get("param_names")
+            cached = self.net.config.group_of(names[index]) if names else DEFAULT_GROUP
+            self._net_groups[param] = cached
+        return cached
+
+    def _net_on(self, device: torch.device) -> LSTMOptimizerNet:
+        """The net on ``device``: a copy per device, so a net shared with others never moves."""
+        if (net := self._nets.get(device)) is None:
+            net = self.net if next(self.net.parameters()).device == device else copy.deepcopy(self.net).to(device)
+            self._nets[device] = net
+        return net
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None, *, loss: torch.Tensor | float | None = None):
@@ -69,7 +85,7 @@ class LearnedOptimizer(Optimizer):
 
         # Coordinates of every parameter group meet in one LSTM call per net group, so global
         # averaging cells average over the whole model, as in meta-training.
-        members: dict[str, list[tuple[torch.Tensor, float]]] = {}
+        members: dict[tuple[str, torch.device], list[tuple[torch.Tensor, float]]] = {}
         for group in self.param_groups:
             for index, param in enumerate(group["params"]):
                 if param.grad is None:
@@ -78,28 +94,39 @@ class LearnedOptimizer(Optimizer):
                     raise RuntimeError("LearnedOptimizer does not support sparse gradients")
                 if not param.grad.is_floating_point():
                     raise RuntimeError(f"LearnedOptimizer needs floating-point gradients, got {param.grad.dtype}")
-                members.setdefault(self._net_group_of(group, index), []).append((param, group["lr"]))
+                members.setdefault((self._net_group_of(group, index), param.device), []).append((param, group["lr"]))
 
-        for net_group, entries in members.items():
+        for (net_group, device), entries in members.items():
+            net = self._net_on(device)
             params = [p for p, _ in entries]
-            device = params[0].device
-            if next(self.net.parameters()).device != device:
-                self.net.to(device)
             for p in params:
                 state = self.state[p]
-                if _STATE_KEY not in state:
+                if _LSTM_KEY not in state:
+                    initial = net.initial_state(p.numel(), device)
                     state["step"] = torch.zeros((), dtype=torch.float32)
-                    state[_STATE_KEY] = self.net.initial_state(p.numel(), device)
+                    state[_LSTM_KEY] = initial.lstm
+                    if initial.moments is not None:
+                        state[_MOMENTS_KEY] = initial.moments
+            sizes = [p.numel() for p in params]
             grad = torch.cat([p.grad.reshape(-1).float() for p in params])
-            lstm_state = torch.cat([self.state[p][_STATE_KEY].float() for p in params], dim=1)
-            rows = None
+            coordinate_state = CoordinateState.cat(
+                [CoordinateState(self.state[p][_LSTM_KEY].float(), self.state[p].get(_MOMENTS_KEY)) for p in params]
+            )
+            step_counts = [self.state[p]["step"] for p in params]
+            if all(bool(count == step_counts[0]) for count in step_counts):
+                steps = step_counts[0].to(device)
+            else:  # parameters that skipped steps (no gradient) keep their own count
+                steps = torch.cat([count.expand(size) for count, size in zip(step_counts, sizes)]).to(device)
+            param_rows = torch.cat([p.reshape(-1).float() for p in params]) if config.param_input else None
+            loss_rows = None
             if config.loss_input:
                 value = torch.as_tensor(loss, dtype=torch.float32, device=device).detach()
-                rows = loss_feature(value, config).expand(grad.numel())
-            update, new_state = self.net(net_group, grad, lstm_state, rows, None)
-            sizes = [p.numel() for p in params]
-            for (p, lr), delta, state_slice in zip(entries, update.split(sizes), new_state.split(sizes, dim=1)):
+                loss_rows = loss_feature(value, config).expand(grad.numel())
+            update, new_state = net(net_group, grad, coordinate_state, steps=steps, param=param_rows, loss_rows=loss_rows)
+            for (p, lr), delta, state_slice in zip(entries, update.split(sizes), new_state.split(sizes)):
                 p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
-                self.state[p][_STATE_KEY] = state_slice
+                self.state[p][_LSTM_KEY] = state_slice.lstm
+                if state_slice.moments is not None:
+                    self.state[p][_MOMENTS_KEY] = state_slice.moments
                 self.state[p]["step"] += 1
         return loss

@@ -3,6 +3,9 @@
 Coordinates are rows of a batch, so the weights are shared and the state is per coordinate.
 Several optimizees (a meta-batch of tasks) may share one call: ``segments`` says which rows
 belong to which optimizee, so global averaging cells and the loss input stay per optimizee.
+
+:meth:`LSTMOptimizerNet.forward` is the one functional core of the optimizer (features →
+LSTM layers → update): meta-training's rollout and the ``torch.optim`` drop-in both call it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,32 @@ class Segments:
         return (sums / self.counts.to(rows.dtype))[self.ids]
 
 
+@dataclass(frozen=True)
+class CoordinateState:
+    """Everything the optimizer keeps per coordinate (rows are coordinates)."""
+
+    lstm: torch.Tensor  # (2·layers, N, hidden): h and c of each layer
+    moments: torch.Tensor | None  # (len(momentum_decays) + 1, N): first moments, then v; None if unused
+
+    @property
+    def rows(self) -> int:
+        return self.lstm.shape[1]
+
+    def detach(self) -> CoordinateState:
+        return CoordinateState(self.lstm.detach(), None if self.moments is None else self.moments.detach())
+
+    def split(self, sizes: list[int]) -> list[CoordinateState]:
+        lstm = self.lstm.split(sizes, dim=1)
+        moments = self.moments.split(sizes, dim=1) if self.moments is not None else [None] * len(sizes)
+        return [CoordinateState(a, b) for a, b in zip(lstm, moments)]
+
+    @staticmethod
+    def cat(states: list[CoordinateState]) -> CoordinateState:
+        lstm = torch.cat([s.lstm for s in states], dim=1)
+        moments = None if states[0].moments is None else torch.cat([s.moments for s in states], dim=1)
+        return CoordinateState(lstm, moments)
+
+
 def gradient_features(grad: torch.Tensor, config: OptimizerNetConfig) -> torch.Tensor:
     """(N,) gradient → (N, 1 or 2) network input (paper appendix A when preprocess_p is set)."""
     if config.preprocess_p is None:
@@ -52,6 +81,27 @@ def loss_feature(loss: torch.Tensor, config: OptimizerNetConfig) -> torch.Tensor
     return torch.log(loss.detach().clamp_min(1e-30)) / config.loss_input_scale
 
 
+def update_moments(
+    moments: torch.Tensor, grad: torch.Tensor, config: OptimizerNetConfig
+) -> torch.Tensor:
+    """Running first moments at every decay and the second moment, after seeing ``grad``."""
+    decays = torch.tensor([*config.momentum_decays, config.rms_decay], dtype=grad.dtype, device=grad.device)
+    observed = torch.cat((grad.expand(len(config.momentum_decays), -1), grad.square().unsqueeze(0)))
+    return decays.unsqueeze(1) * moments + (1 - decays.unsqueeze(1)) * observed
+
+
+def normalized_moments(
+    moments: torch.Tensor, grad: torch.Tensor, steps: torch.Tensor, config: OptimizerNetConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bias-corrected (m̂_k/(√v̂+ε) for every decay, g/(√v̂+ε)); ``steps`` counts this step too."""
+    count = len(config.momentum_decays)
+    steps = steps.to(grad.dtype)
+    first_correction = 1 - torch.tensor(config.momentum_decays, dtype=grad.dtype, device=grad.device).unsqueeze(1) ** steps
+    second_correction = 1 - config.rms_decay**steps
+    denominator = (moments[count] / second_correction).sqrt() + config.epsilon
+    return moments[:count] / first_correction / denominator, grad / denominator
+
+
 class CoordinateLSTM(nn.Module):
     """A stack of LSTM cells and a linear head, run on every coordinate independently."""
 
@@ -60,20 +110,25 @@ class CoordinateLSTM(nn.Module):
         self.config = config
         sizes = [config.num_features] + [config.hidden_size] * config.num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(config.num_layers))
-        self.head = nn.Linear(config.hidden_size, 1)
-        # Start from small steps, so an untrained optimizer does not blow the optimizee up.
+        self.head = nn.Linear(config.hidden_size, config.num_outputs)
+        # Start from small steps (or, for 'nominal', from the nominal Adam step), so an
+        # untrained optimizer does not blow the optimizee up.
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.01)
+        if config.update == "nominal":
+            self.log_lr = nn.Parameter(
+                torch.tensor(math.log(config.nominal_lr)), requires_grad=config.learn_nominal_lr
+            )
 
     def forward(
-        self, features: torch.Tensor, state: torch.Tensor, segments: Segments | None
+        self, features: torch.Tensor, lstm_state: torch.Tensor, segments: Segments | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (N, F), state (2·layers, N, H) → update (N,), new state."""
+        """features (N, F), state (2·layers, N, H) → head output (N, outputs), new state."""
         gac = self.config.gac_cells
         x = features
         new_state = []
         for layer, cell in enumerate(self.cells):
-            h, c = cell(x, (state[2 * layer], state[2 * layer + 1]))
+            h, c = cell(x, (lstm_state[2 * layer], lstm_state[2 * layer + 1]))
             if gac:
                 averaged = segments.mean(h[:, :gac]) if segments else h[:, :gac].mean(0, keepdim=True).expand(
                     h.shape[0], gac
@@ -81,8 +136,7 @@ class CoordinateLSTM(nn.Module):
                 h = torch.cat((averaged, h[:, gac:]), dim=1)
             new_state += [h, c]
             x = h
-        update = self.head(x).squeeze(1) * self.config.output_scale
-        return update, torch.stack(new_state)
+        return self.head(x), torch.stack(new_state)
 
 
 class LSTMOptimizerNet(nn.Module):
@@ -93,24 +147,80 @@ class LSTMOptimizerNet(nn.Module):
         self.config = config
         self.nets = nn.ModuleDict({name: CoordinateLSTM(config) for name in config.group_names})
 
-    def initial_state(self, rows: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.zeros(2 * self.config.num_layers, rows, self.config.hidden_size, device=device, dtype=dtype)
+    def initial_state(
+        self, rows: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+    ) -> CoordinateState:
+        config = self.config
+        lstm = torch.zeros(2 * config.num_layers, rows, config.hidden_size, device=device, dtype=dtype)
+        moments = (
+            torch.zeros(len(config.momentum_decays) + 1, rows, device=device, dtype=dtype)
+            if config.uses_moments
+            else None
+        )
+        return CoordinateState(lstm, moments)
+
+    def features(
+        self,
+        grad: torch.Tensor,
+        moments: torch.Tensor | None,
+        steps: torch.Tensor,
+        param: torch.Tensor | None,
+        loss_rows: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Network input (N, F), new moments, and the nominal Adam direction (or None)."""
+        config = self.config
+        columns: list[torch.Tensor] = []
+        nominal = None
+        if config.gradient_input:
+            columns.append(gradient_features(grad, config))
+        if moments is not None:
+            moments = update_moments(moments, grad, config)
+            momentum, normalized_grad = normalized_moments(moments, grad, steps + 1, config)
+            if config.momentum_decays:
+                columns.append(momentum.T)
+                nominal = momentum[0]
+            if config.normalized_gradient:
+                columns.append(normalized_grad.unsqueeze(1))
+        if config.param_input:
+            if param is None:
+                raise ValueError("this optimizer was trained with param_input: it needs the parameter values")
+            columns.append(param.detach().unsqueeze(1).to(grad.dtype))
+        if config.progress_horizon is not None:
+            columns.append((steps.to(grad.dtype) / config.progress_horizon).expand(grad.shape[0]).unsqueeze(1))
+        if config.loss_input:
+            if loss_rows is None:
+                raise ValueError("this optimizer was trained with loss_input: it needs the loss at each step")
+            columns.append(loss_rows.unsqueeze(1).to(grad.dtype))
+        return torch.cat(columns, dim=1), moments, nominal
 
     def forward(
         self,
         group: str,
         grad: torch.Tensor,
-        state: torch.Tensor,
+        state: CoordinateState,
+        *,
+        steps: torch.Tensor | int = 0,
+        param: torch.Tensor | None = None,
         loss_rows: torch.Tensor | None = None,
         segments: Segments | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, CoordinateState]:
         """One step for the coordinates of ``group``: (N,) gradient → (N,) update, new state.
 
-        ``loss_rows`` (N,) is each row's optimizee loss feature, required when loss_input is on.
+        ``steps`` counts the steps each row has already taken (a scalar or (N,)); ``param`` (N,)
+        is needed with param_input, ``loss_rows`` (N,) (each row's loss feature) with loss_input.
+        The update is added to the parameters: θ ← θ + update.
         """
-        features = gradient_features(grad.detach(), self.config)
-        if self.config.loss_input:
-            if loss_rows is None:
-                raise ValueError("this optimizer was trained with loss_input: it needs the loss at each step")
-            features = torch.cat((features, loss_rows.unsqueeze(1).to(features.dtype)), dim=1)
-        return self.nets[group](features, state, segments)
+        config = self.config
+        grad = grad.detach()
+        steps = torch.as_tensor(steps, device=grad.device)
+        features, moments, nominal = self.features(grad, state.moments, steps, param, loss_rows)
+        net = self.nets[group]
+        out, lstm = net(features, state.lstm, segments)
+        if config.update == "linear":
+            update = out[:, 0] * config.output_scale
+        elif config.update == "tanh":
+            update = torch.tanh(out[:, 0]) * config.output_scale
+        else:
+            magnitude = torch.exp(net.log_lr + config.magnitude_scale * out[:, 1])
+            update = -magnitude * (nominal + config.output_scale * out[:, 0])
+        return update, CoordinateState(lstm, moments)

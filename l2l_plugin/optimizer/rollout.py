@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from l2l_plugin.families import Params, TaskStack
-from l2l_plugin.optimizer.network import LSTMOptimizerNet, Segments, loss_feature
+from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, Segments, loss_feature
 
 
 class OptimizeeBatch:
@@ -27,7 +27,8 @@ class OptimizeeBatch:
         # Per group, the parameter names whose rows are concatenated (task-major inside each).
         self.layout: dict[str, list[str]] = {}
         self.segments: dict[str, Segments] = {}
-        self.state: dict[str, torch.Tensor] = {}
+        self.state: dict[str, CoordinateState] = {}
+        self.steps = 0  # steps taken so far (the same for every task of the stack)
         for group in config.group_names:
             names = [name for name in self.params if config.group_of(name) == group]
             if not names:
@@ -59,12 +60,20 @@ class OptimizeeBatch:
                 segments = self.segments[group]
                 grad = torch.cat([grad_of[n].reshape(-1) for n in group_names])
                 rows = loss_features[segments.ids] if loss_features is not None else None
-                update, self.state[group] = self.net(group, grad, self.state[group], rows, segments)
+                param = (
+                    torch.cat([self.params[n].detach().reshape(-1) for n in group_names])
+                    if self.net.config.param_input
+                    else None
+                )
+                update, self.state[group] = self.net(
+                    group, grad, self.state[group], steps=self.steps, param=param, loss_rows=rows, segments=segments
+                )
                 for name, delta in zip(group_names, update.split([self.params[n].numel() for n in group_names])):
                     new = self.params[name] + delta.view_as(self.params[name])
                     self.params[name] = new if track_meta_gradient else new.detach().requires_grad_(True)
             if not track_meta_gradient:
                 self.state = {group: state.detach() for group, state in self.state.items()}
+        self.steps += 1
 
     def truncate(self) -> None:
         """Cut the graph (truncated BPTT): later losses no longer reach earlier updates."""
