@@ -56,7 +56,7 @@ def _train(model, optimizer, steps):
         optimizer.zero_grad()
         loss = _loss(model)
         loss.backward()
-        optimizer.step(loss=loss)
+        optimizer.step(loss=loss) if isinstance(optimizer, LearnedOptimizer) else optimizer.step()
 
 
 def test_files_round_trip_and_load_without_pickle(tmp_path):
@@ -82,7 +82,20 @@ def test_missing_or_mismatched_files_are_clear_errors(tmp_path):
         load_trained_optimizer(directory)
 
 
-@pytest.mark.parametrize("network", [{}, {"loss_input": True, "gac_cells": 3}])
+RICH_NETWORK = {
+    "momentum_decays": [0.9, 0.5],
+    "normalized_gradient": True,
+    "param_input": True,
+    "progress_horizon": 10,
+    "loss_input": True,
+    "gac_cells": 2,
+}
+NOMINAL_NETWORK = {**RICH_NETWORK, "update": "nominal", "nominal_lr": 0.01}
+
+
+@pytest.mark.parametrize(
+    "network", [{}, {"loss_input": True, "gac_cells": 3}, RICH_NETWORK, NOMINAL_NETWORK, {**RICH_NETWORK, "update": "tanh"}]
+)
 def test_trains_in_an_ordinary_loop(network):
     model = _model()
     optimizer = LearnedOptimizer(model.parameters(), _trained(network))
@@ -93,8 +106,9 @@ def test_trains_in_an_ordinary_loop(network):
     assert len(optimizer.state) == 4 and all(s["step"] == 5 for s in optimizer.state.values())
 
 
-def test_state_dict_round_trip_reproduces_the_next_step_exactly(tmp_path):
-    trained = _trained({"loss_input": True, "gac_cells": 2})
+@pytest.mark.parametrize("network", [{"loss_input": True, "gac_cells": 2}, NOMINAL_NETWORK])
+def test_state_dict_round_trip_reproduces_the_next_step_exactly(tmp_path, network):
+    trained = _trained(network)
     model = _model()
     optimizer = LearnedOptimizer(model.parameters(), trained)
     _train(model, optimizer, 3)
@@ -109,8 +123,11 @@ def test_state_dict_round_trip_reproduces_the_next_step_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_matches_the_batched_rollout_used_in_meta_training_and_evaluation():
-    trained = _trained({"preprocess_p": None, "loss_input": True, "gac_cells": 2})
+@pytest.mark.parametrize(
+    "network", [{"preprocess_p": None, "loss_input": True, "gac_cells": 2}, {**NOMINAL_NETWORK, "preprocess_p": None}]
+)
+def test_matches_the_batched_rollout_used_in_meta_training_and_evaluation(network):
+    trained = _trained(network)
     family = make_family("quadratic", {"dim": 6})
     curve, _ = run_learned(trained.net, family.sample_stack([4]), 8, torch.device("cpu"))
 
@@ -126,6 +143,49 @@ def test_matches_the_batched_rollout_used_in_meta_training_and_evaluation():
         optimizer.step(loss=loss)
     losses.append(task.loss({"theta": theta}, 8).item())
     assert losses == pytest.approx(curve[0].tolist(), rel=1e-5)
+
+
+def test_untrained_nominal_optimizer_is_adam():
+    """With a zero head, update 'nominal' is exactly Adam at nominal_lr (Harrison et al. 2022)."""
+    trained = _trained({"momentum_decays": [0.8, 0.5], "rms_decay": 0.99, "update": "nominal", "nominal_lr": 0.03})
+    with torch.no_grad():
+        trained.net.nets["default"].head.weight.zero_()
+    learned_model, adam_model = _model(), _model()
+    _train(learned_model, LearnedOptimizer(learned_model.parameters(), trained), 6)
+    _train(adam_model, torch.optim.Adam(adam_model.parameters(), lr=0.03, betas=(0.8, 0.99), eps=1e-8), 6)
+    for a, b in zip(learned_model.parameters(), adam_model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_tanh_update_is_bounded_by_the_output_scale():
+    trained = _trained({"update": "tanh", "output_scale": 0.01})
+    with torch.no_grad():
+        trained.net.nets["default"].head.weight.mul_(1000)
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    _train(model, LearnedOptimizer(model.parameters(), trained), 1)
+    steps = torch.cat([(p - b).reshape(-1) for p, b in zip(model.parameters(), before)])
+    assert steps.abs().max() <= 0.01 + 1e-7 and steps.abs().max() > 0.005
+
+
+def test_parameters_that_skip_steps_keep_their_own_step_count():
+    trained = _trained(RICH_NETWORK)
+    model = _model()
+    optimizer = LearnedOptimizer(model.parameters(), trained)
+    _train(model, optimizer, 2)
+    model[2].weight.requires_grad_(False)
+    _train(model, optimizer, 1)
+    model[2].weight.requires_grad_(True)
+    _train(model, optimizer, 1)
+    assert optimizer.state[model[0].weight]["step"] == 4 and optimizer.state[model[2].weight]["step"] == 3
+
+
+def test_a_shared_net_is_not_moved_by_an_optimizer():
+    trained = _trained()
+    params = [torch.zeros(3, requires_grad=True, device="meta")]
+    optimizer = LearnedOptimizer(params, trained)
+    assert optimizer._net_on(torch.device("meta")) is not trained.net
+    assert next(trained.net.parameters()).device.type == "cpu"
 
 
 def test_named_parameters_select_the_group_lstm():

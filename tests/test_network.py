@@ -60,6 +60,10 @@ def test_group_rules_assign_parameters():
         ({"groups": [{"name": "x", "pattern": "("}]}, ("groups", 0, "pattern")),
         ({"hidden_size": 0}, ("hidden_size",)),
         ({"output_scale": -1}, ("output_scale",)),
+        ({"update": "nominal"}, None),  # needs momentum_decays
+        ({"gradient_input": False}, None),  # no inputs at all
+        ({"momentum_decays": [1.0]}, ("momentum_decays", 0)),
+        ({"update": "adamw"}, ("update",)),
     ],
 )
 def test_invalid_network_configs_give_field_errors(bad, field):
@@ -67,3 +71,42 @@ def test_invalid_network_configs_give_field_errors(bad, field):
         OptimizerNetConfig.model_validate(bad)
     if field is not None:
         assert info.value.errors()[0]["loc"] == field
+
+
+def test_moment_inputs_are_bias_corrected_adam_statistics():
+    config = OptimizerNetConfig(momentum_decays=(0.9, 0.5), rms_decay=0.99, normalized_gradient=True, gradient_input=False)
+    net = LSTMOptimizerNet(config)
+    grads = [torch.tensor([0.3, -2.0]), torch.tensor([0.1, 1.0]), torch.tensor([-0.2, 0.5])]
+    state = net.initial_state(2, "cpu")
+    moments = state.moments
+    for t, grad in enumerate(grads):
+        features, moments, nominal = net.features(grad, moments, torch.tensor(t), None, None)
+    steps = len(grads)
+    v = sum((1 - 0.99) * 0.99 ** (steps - 1 - k) * g.square() for k, g in enumerate(grads)) / (1 - 0.99**steps)
+    for column, beta in enumerate((0.9, 0.5)):
+        m = sum((1 - beta) * beta ** (steps - 1 - k) * g for k, g in enumerate(grads)) / (1 - beta**steps)
+        assert torch.allclose(features[:, column], m / (v.sqrt() + 1e-8), rtol=1e-5)
+    assert torch.allclose(features[:, 2], grads[-1] / (v.sqrt() + 1e-8), rtol=1e-5)
+    assert torch.equal(nominal, features[:, 0])
+
+
+def test_feature_count_follows_the_config():
+    config = OptimizerNetConfig(
+        momentum_decays=(0.9, 0.99, 0.5), normalized_gradient=True, param_input=True, progress_horizon=100, loss_input=True
+    )
+    assert config.num_features == 2 + 3 + 1 + 1 + 1 + 1
+    net = LSTMOptimizerNet(config)
+    grad = torch.randn(5)
+    update, state = net(
+        "default", grad, net.initial_state(5, "cpu"), steps=3, param=torch.randn(5), loss_rows=torch.zeros(5)
+    )
+    assert update.shape == (5,) and state.moments.shape == (4, 5)
+    with pytest.raises(ValueError, match="param_input"):
+        net("default", grad, net.initial_state(5, "cpu"), loss_rows=torch.zeros(5))
+
+
+def test_paper_config_has_the_papers_state_dict():
+    """Old trained optimizers (paper architecture) still load: no new weights appear."""
+    keys = set(LSTMOptimizerNet(OptimizerNetConfig()).state_dict())
+    assert not any("log_lr" in key for key in keys)
+    assert "log_lr" in "".join(LSTMOptimizerNet(OptimizerNetConfig(update="nominal", momentum_decays=(0.9,))).state_dict())

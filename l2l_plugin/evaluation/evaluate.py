@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,16 +23,47 @@ def learning_rate_grid(config: EvaluationConfig) -> list[float]:
     return [float(lr) for lr in np.logspace(math.log10(config.lr_min), math.log10(config.lr_max), points)]
 
 
+def _decade_beyond(grid: list[float], points_per_decade: int, upward: bool) -> list[float]:
+    edge = grid[-1] if upward else grid[0]
+    factors = [10 ** (k / points_per_decade) for k in range(1, points_per_decade + 1)]
+    return [edge * f for f in factors] if upward else [edge / f for f in reversed(factors)]
+
+
+@dataclass(frozen=True)
+class TunedRate:
+    lr: float
+    grid: list[float]  # every rate tried, ascending
+    at_grid_edge: bool  # still on an edge after the allowed extensions
+
+
 def tune_learning_rate(
     name: str, family: TaskFamily, config: EvaluationConfig, steps: int, device: torch.device
-) -> tuple[float, list[float]]:
-    """The grid's learning rate with the lowest mean final loss on the validation instances."""
-    grid = learning_rate_grid(config)
-    seeds = validation_seeds(config.tuning_tasks)
-    curves, _ = run_baseline(baseline_factory(name, config.nag_momentum), family.sample_stack(seeds), grid, steps, device)
-    final = torch.nan_to_num(curves[:, :, -1].double(), nan=math.inf)
-    scores = final.mean(dim=1)
-    return grid[int(torch.argmin(scores))], grid
+) -> TunedRate:
+    """The rate with the lowest mean final loss on the validation instances.
+
+    A best rate on an edge of the grid means the optimum may lie beyond it: the grid grows by a
+    decade on that side (up to ``grid_extensions`` times), so a baseline is never handicapped
+    by a grid that was too narrow for the family.
+    """
+    factory = baseline_factory(name, config.nag_momentum)
+    stack = family.sample_stack(validation_seeds(config.tuning_tasks))
+    scores: dict[float, float] = {}
+
+    def score(rates: list[float]) -> None:
+        curves, _ = run_baseline(factory, stack, rates, steps, device)
+        final = torch.nan_to_num(curves[:, :, -1].double(), nan=math.inf)
+        scores.update(zip(rates, (float(v) for v in final.mean(dim=1))))
+
+    score(learning_rate_grid(config))
+    extensions = 0
+    while True:
+        grid = sorted(scores)
+        best = min(grid, key=lambda lr: (scores[lr], lr))
+        at_edge = len(grid) > 1 and best in (grid[0], grid[-1]) and math.isfinite(scores[best])
+        if not at_edge or extensions == config.grid_extensions:
+            return TunedRate(best, grid, at_edge)
+        score(_decade_beyond(grid, config.lr_points_per_decade, upward=best == grid[-1]))
+        extensions += 1
 
 
 def evaluate(
@@ -53,16 +85,16 @@ def evaluate(
     results[LEARNED] = OptimizerResult.from_curves(curves, eval_losses)
 
     for name in config.baselines:
-        lr, grid = tune_learning_rate(name, family, config, steps, device)
+        tuned = tune_learning_rate(name, family, config, steps, device)
         curves, eval_losses = run_baseline(
-            baseline_factory(name, config.nag_momentum), held_out, [lr], steps, device
+            baseline_factory(name, config.nag_momentum), held_out, [tuned.lr], steps, device
         )
         results[name] = OptimizerResult.from_curves(
             curves[0],
             None if eval_losses is None else eval_losses[0],
-            lr=lr,
-            lr_grid=grid,
-            lr_at_grid_edge=lr in (grid[0], grid[-1]),
+            lr=tuned.lr,
+            lr_grid=tuned.grid,
+            lr_at_grid_edge=tuned.at_grid_edge,
         )
 
     return EvaluationReport.build(

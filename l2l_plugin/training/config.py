@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
+from l2l_plugin.training.distribution import FieldDistribution
 
 BaselineName = Literal["sgd", "nag", "rmsprop", "adam"]
 
@@ -22,6 +23,13 @@ class EvaluationConfig(BaseModel):
     lr_min: float = Field(1e-4, gt=0, description="Smallest learning rate of the log-spaced tuning grid.")
     lr_max: float = Field(1.0, gt=0, description="Largest learning rate of the grid.")
     lr_points_per_decade: int = Field(2, ge=1, le=10, description="Grid density.")
+    grid_extensions: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="When a tuned rate lands on an edge of the grid, extend the grid by a decade on "
+        "that side and tune again, at most this many times (the report says if it still ends on an edge).",
+    )
     baselines: tuple[BaselineName, ...] = ("sgd", "nag", "rmsprop", "adam")
     nag_momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum of the NAG baseline.")
 
@@ -46,6 +54,33 @@ class MetaTrainConfig(BaseModel):
     meta_lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the meta-optimizer.")
     meta_loss_log_weight: float = Field(
         0.0, ge=0, description="Per-step meta-loss is mean f + this * mean log f (scale invariance)."
+    )
+    horizon_curriculum: tuple[Annotated[int, Field(ge=1, le=100_000)], ...] = Field(
+        (),
+        max_length=16,
+        description="Horizons trained in turn, each for an equal share of the run (of meta_iterations, "
+        "or of max_seconds when that ends first), e.g. [100, 200, 400]; empty: horizon throughout.",
+    )
+    random_unroll_offset: bool = Field(
+        False,
+        description="The first unroll of each trajectory has a random length in 1..unroll_length, so "
+        "truncations fall at different steps of different trajectories.",
+    )
+    validation_horizon: int | None = Field(
+        None, ge=1, le=100_000, description="Steps of the validation rollouts; null: the longest training horizon."
+    )
+    family_distribution: dict[str, FieldDistribution] = Field(
+        default_factory=dict,
+        description='Meta-train on a distribution of the family\'s configs: field → {"choices": [...]} or '
+        '{"low": a, "high": b, "log": false, "integer": false}; each trajectory draws its own config '
+        "(seeded); validation and evaluation use the family's own config.",
+    )
+    random_scaling: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Per-coordinate random scaling of training tasks: θ = s ⊙ φ with log s ~ U(−c, c) "
+        "(RNNprop), c being this value; 0: off.",
     )
     step_weights: tuple[float, ...] | None = Field(
         None, description="Meta-loss weight w_t per step t = 1..horizon; null = 1 for every step."
@@ -75,12 +110,34 @@ class MetaTrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> MetaTrainConfig:
-        if self.horizon % self.unroll_length:
-            raise ValueError(f"horizon ({self.horizon}) must be a multiple of unroll_length ({self.unroll_length})")
-        if self.step_weights is not None and len(self.step_weights) != self.horizon:
-            raise ValueError(f"step_weights has {len(self.step_weights)} entries, horizon is {self.horizon}")
+        for horizon in (self.horizon, *self.horizon_curriculum):
+            if horizon % self.unroll_length and not self.random_unroll_offset:
+                raise ValueError(
+                    f"horizon ({horizon}) must be a multiple of unroll_length ({self.unroll_length}), "
+                    "unless random_unroll_offset is on"
+                )
+        if self.step_weights is not None:
+            if self.horizon_curriculum:
+                raise ValueError("step_weights cannot be combined with horizon_curriculum")
+            if len(self.step_weights) != self.horizon:
+                raise ValueError(f"step_weights has {len(self.step_weights)} entries, horizon is {self.horizon}")
         return self
+
+    def horizon_at(self, progress: float) -> int:
+        """The training horizon at ``progress`` ∈ [0, 1] of the run."""
+        if not self.horizon_curriculum:
+            return self.horizon
+        stage = min(int(progress * len(self.horizon_curriculum)), len(self.horizon_curriculum) - 1)
+        return self.horizon_curriculum[stage]
+
+    @property
+    def longest_horizon(self) -> int:
+        return max(self.horizon, *self.horizon_curriculum) if self.horizon_curriculum else self.horizon
+
+    @property
+    def validation_steps(self) -> int:
+        return self.validation_horizon or self.longest_horizon
 
     @property
     def evaluation_steps(self) -> int:
-        return self.evaluation.steps or self.horizon
+        return self.evaluation.steps or self.longest_horizon

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from l2l_plugin.families import TaskFamily
+from l2l_plugin.families import TaskFamily, seeded_generator
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
 from l2l_plugin.optimizer.rollout import OptimizeeBatch, run_learned
 from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress
 from l2l_plugin.training.checkpoint import load_checkpoint, save_checkpoint
 from l2l_plugin.training.config import MetaTrainConfig
+from l2l_plugin.training.distribution import check_distribution, sample_family, scaled_stack
 from l2l_plugin.training.seeds import training_seed, validation_seeds
 
 
@@ -73,6 +74,18 @@ def step_objective(losses: torch.Tensor, log_weight: float) -> torch.Tensor:
     if log_weight:
         objective = objective + log_weight * torch.log(losses.clamp_min(1e-30)).mean()
     return objective
+
+
+def unroll_lengths(config: MetaTrainConfig, horizon: int, trajectory: int) -> list[int]:
+    """The truncations of one trajectory: unroll_length each, the first one random if asked."""
+    first = config.unroll_length
+    if config.random_unroll_offset:
+        first = 1 + int(torch.randint(config.unroll_length, (), generator=seeded_generator(config.seed, trajectory, 0x0FF5)))
+    first = min(first, horizon)
+    lengths = [first]
+    while (covered := sum(lengths)) < horizon:
+        lengths.append(min(config.unroll_length, horizon - covered))
+    return lengths
 
 
 def validation_score(curve: torch.Tensor, config: MetaTrainConfig) -> float:
@@ -168,9 +181,8 @@ def _meta_train(
     if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
         run.restore(saved)
 
+    check_distribution(family, config.family_distribution)
     validation_tasks = family.sample_stack(validation_seeds(config.validation_tasks))
-    weights = config.step_weights or (1.0,) * config.horizon
-    unrolls_per_trajectory = config.horizon // config.unroll_length
     started = time.perf_counter()
     last_checkpoint = run.iteration
 
@@ -183,8 +195,14 @@ def _meta_train(
             run.iteration, config.meta_iterations, meta_loss, run.last_validation, best, run.skipped, elapsed()
         )
 
+    def run_fraction() -> float:
+        fraction = run.iteration / config.meta_iterations
+        if config.max_seconds is not None:
+            fraction = max(fraction, elapsed() / config.max_seconds)
+        return min(fraction, 1.0)
+
     def validate() -> None:
-        curve, _ = run_learned(run.net, validation_tasks, config.horizon, device)
+        curve, _ = run_learned(run.net, validation_tasks, config.validation_steps, device)
         run.last_validation = validation_score(curve, config)
         run.history.append({"iteration": run.iteration, "validation_loss": run.last_validation})
         if math.isfinite(run.last_validation) and run.last_validation < run.best_validation:
@@ -199,22 +217,26 @@ def _meta_train(
 
     stop_reason: str | None = None
     while run.iteration < config.meta_iterations and stop_reason is None:
-        stack = family.sample_stack(
+        horizon = config.horizon_at(run_fraction())
+        weights = config.step_weights or (1.0,) * horizon
+        trajectory_family = sample_family(family, config.family_distribution, config.seed, run.trajectory)
+        stack = trajectory_family.sample_stack(
             [training_seed(config.seed, run.trajectory * config.meta_batch_size + b) for b in range(config.meta_batch_size)]
         )
+        stack = scaled_stack(stack, config.random_scaling, config.seed, run.trajectory)
         batch = OptimizeeBatch(run.net, stack, device)
         step = 0
-        for _ in range(unrolls_per_trajectory):
+        for unroll_length in unroll_lengths(config, horizon, run.trajectory):
             if run.iteration >= config.meta_iterations:
                 break
             losses = batch.losses(step)
             meta_loss = torch.zeros((), device=device)
-            for _ in range(config.unroll_length):
+            for _ in range(unroll_length):
                 batch.step(losses, track_meta_gradient=True)
                 step += 1
                 losses = batch.losses(step)
                 meta_loss = meta_loss + weights[step - 1] * step_objective(losses, config.meta_loss_log_weight)
-            meta_loss = meta_loss / config.unroll_length
+            meta_loss = meta_loss / unroll_length
 
             run.meta_optimizer.zero_grad(set_to_none=True)
             finite = bool(torch.isfinite(meta_loss))
@@ -232,7 +254,9 @@ def _meta_train(
                 run.consecutive_nonfinite += 1
             run.iteration += 1
             meta_loss_value = float(meta_loss.detach()) if finite else None
-            run.history.append({"iteration": run.iteration, "meta_loss": meta_loss_value or math.nan})
+            run.history.append(
+                {"iteration": run.iteration, "meta_loss": math.nan if meta_loss_value is None else meta_loss_value}
+            )
             for callback in callbacks:
                 callback.on_iteration(progress(meta_loss_value))
             if run.consecutive_nonfinite >= config.max_consecutive_nonfinite:

@@ -1,0 +1,127 @@
+"""Meta-training levers: config distributions, random scaling, curricula and truncation offsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from helpers import tiny_config
+from l2l_plugin import make_family
+from l2l_plugin.training import MetaTrainCallback, meta_train
+from l2l_plugin.training.config import MetaTrainConfig
+from l2l_plugin.training.distribution import (
+    Choice,
+    Range,
+    ScaledTaskStack,
+    check_distribution,
+    sample_family,
+    scaled_stack,
+)
+from l2l_plugin.training.meta_train import unroll_lengths
+
+RICH_NET = {"preprocess_p": None, "momentum_decays": [0.9, 0.5], "normalized_gradient": True, "update": "nominal",
+            "nominal_lr": 0.05, "progress_horizon": 10}
+
+
+def test_family_configs_are_drawn_reproducibly_per_trajectory():
+    family = make_family("quadratic", {"dim": 4})
+    distribution = {"dim": Range(low=2, high=9, integer=True), "distribution": Choice(choices=("gaussian", "uniform"))}
+    draws = [sample_family(family, distribution, seed=3, trajectory=t) for t in range(40)]
+    assert draws == [sample_family(family, distribution, seed=3, trajectory=t) for t in range(40)]
+    assert {d.dim for d in draws} == set(range(2, 10))
+    assert {d.distribution for d in draws} == {"gaussian", "uniform"}
+    assert draws != [sample_family(family, distribution, seed=4, trajectory=t) for t in range(40)]
+    assert sample_family(family, {}, seed=3, trajectory=0) is family
+
+
+def test_log_and_float_ranges_stay_inside_their_bounds():
+    family = make_family("quadratic", {})
+    draws = [sample_family(family, {"theta_init_std": Range(low=1e-3, high=1.0, log=True)}, 0, t).theta_init_std for t in range(200)]
+    assert min(draws) >= 1e-3 and max(draws) <= 1.0
+    assert sum(d < 0.0316 for d in draws) == pytest.approx(100, abs=30)  # log-uniform: half below the midpoint
+
+
+def test_bad_distributions_are_clear_errors():
+    family = make_family("quadratic", {})
+    with pytest.raises(ValueError, match="no field 'dims'; fields: dim"):
+        check_distribution(family, {"dims": Choice(choices=(3,))})
+    with pytest.raises(ValueError, match="family_distribution.dim: 0 is not valid"):
+        check_distribution(family, {"dim": Choice(choices=(3, 0))})
+    with pytest.raises(ValidationError, match="below low"):
+        MetaTrainConfig.model_validate({"family_distribution": {"dim": {"low": 5, "high": 2}}})
+    with pytest.raises(ValueError, match="no field"):
+        meta_train(family, tiny_config(family_distribution={"width": {"choices": [1]}}))
+
+
+def test_random_scaling_changes_coordinates_not_the_function():
+    family = make_family("quadratic", {"dim": 5})
+    inner = family.sample_stack([1, 2])
+    scaled = scaled_stack(inner, 3.0, seed=0, trajectory=7)
+    assert isinstance(scaled, ScaledTaskStack) and scaled_stack(inner, 0.0, 0, 7) is inner
+    phi = scaled.init_params()
+    assert not torch.allclose(phi["theta"], inner.init_params()["theta"])
+    assert torch.allclose(scaled.losses(phi), inner.losses(inner.init_params()), rtol=1e-5)
+    phi = {"theta": phi["theta"].requires_grad_(True)}
+    theta = {"theta": inner.init_params()["theta"].requires_grad_(True)}
+    (grad_phi,) = torch.autograd.grad(scaled.losses(phi).sum(), [phi["theta"]])
+    (grad_theta,) = torch.autograd.grad(inner.losses(theta).sum(), [theta["theta"]])
+    scales = scaled._scales_on(torch.device("cpu"))["theta"]
+    assert torch.allclose(grad_phi, grad_theta * scales, rtol=1e-5)  # chain rule: ∂f/∂φ = s ⊙ ∂f/∂θ
+    assert scales.log().abs().max() <= 3.0 and scales.log().abs().max() > 2.0
+
+
+def test_curriculum_and_truncation_offsets():
+    config = MetaTrainConfig.model_validate(
+        {"horizon_curriculum": [20, 40, 80], "unroll_length": 20, "meta_iterations": 90}
+    )
+    assert [config.horizon_at(f) for f in (0.0, 0.34, 0.7, 1.0)] == [20, 40, 80, 80]
+    assert config.longest_horizon == 100  # horizon (100) is still the longest
+    assert config.validation_steps == 100 and config.evaluation_steps == 100
+    assert unroll_lengths(config, 80, 0) == [20, 20, 20, 20]
+
+    offset = config.model_copy(update={"random_unroll_offset": True})
+    firsts = {unroll_lengths(offset, 80, t)[0] for t in range(100)}
+    assert firsts == set(range(1, 21))
+    for t in range(20):
+        lengths = unroll_lengths(offset, 80, t)
+        assert sum(lengths) == 80 and all(1 <= n <= 20 for n in lengths)
+    with pytest.raises(ValidationError, match="multiple of unroll_length"):
+        MetaTrainConfig.model_validate({"horizon_curriculum": [30], "unroll_length": 20})
+    MetaTrainConfig.model_validate({"horizon_curriculum": [30], "unroll_length": 20, "random_unroll_offset": True})
+    with pytest.raises(ValidationError, match="step_weights cannot"):
+        MetaTrainConfig.model_validate({"horizon_curriculum": [100], "step_weights": [1.0] * 100})
+
+
+class _Horizons(MetaTrainCallback):
+    def __init__(self) -> None:
+        self.iterations: list[int] = []
+
+    def on_iteration(self, progress) -> None:
+        self.iterations.append(progress.iteration)
+
+
+def test_meta_training_with_every_lever_is_reproducible_and_learns():
+    family = make_family("quadratic", {"dim": 4})
+    config = tiny_config(
+        network=RICH_NET,
+        horizon=10,
+        horizon_curriculum=[5, 10],
+        unroll_length=5,
+        random_unroll_offset=True,
+        random_scaling=1.0,
+        family_distribution={"dim": {"low": 3, "high": 6, "integer": True}},
+        meta_iterations=12,
+        validation_every=4,
+        meta_lr=1e-2,
+        validation_metric="final_loss_mean",
+    )
+    counter = _Horizons()
+    first = meta_train(family, config, callbacks=[counter])
+    second = meta_train(family, config)
+    assert first.iterations == 12 and counter.iterations == list(range(1, 13))
+    for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values()):
+        assert torch.equal(a, b)
+    start = [h["validation_loss"] for h in first.history if "validation_loss" in h][0]
+    assert first.best_validation_loss <= start
+    assert first.net.nets["default"].log_lr.item() != pytest.approx(torch.log(torch.tensor(0.05)).item())
