@@ -157,6 +157,17 @@ def test_untrained_nominal_optimizer_is_adam():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_untrained_nesterov_nominal_optimizer_is_torch_nag():
+    trained = _trained({"momentum_decays": [0.9], "update": "nominal", "nominal": "nesterov", "nominal_lr": 0.05})
+    with torch.no_grad():
+        trained.net.nets["default"].head.weight.zero_()
+    learned_model, nag_model = _model(), _model()
+    _train(learned_model, LearnedOptimizer(learned_model.parameters(), trained), 6)
+    _train(nag_model, torch.optim.SGD(nag_model.parameters(), lr=0.05, momentum=0.9, nesterov=True), 6)
+    for a, b in zip(learned_model.parameters(), nag_model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_tanh_update_is_bounded_by_the_output_scale():
     trained = _trained({"update": "tanh", "output_scale": 0.01})
     with torch.no_grad():

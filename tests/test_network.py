@@ -9,13 +9,14 @@ import torch
 from pydantic import ValidationError
 
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
-from l2l_plugin.optimizer.network import Segments, gradient_features
+from l2l_plugin.optimizer.network import Segments, gradient_features, lstm_cell
 
 
 def test_preprocessing_follows_the_paper():
     config = OptimizerNetConfig(preprocess_p=10.0)
     grad = torch.tensor([1.0, -math.exp(-5), 1e-6, -1e-6, 0.0])
     features = gradient_features(grad, config)
+    features = features.T
     assert features[0].tolist() == pytest.approx([0.0, 1.0])
     assert features[1].tolist() == pytest.approx([-0.5, -1.0])
     assert features[2].tolist() == pytest.approx([-1.0, math.exp(10) * 1e-6])  # below e^-p
@@ -27,12 +28,12 @@ def test_weights_are_shared_and_state_is_per_coordinate():
     net = LSTMOptimizerNet(OptimizerNetConfig())
     grad = torch.tensor([0.5, -0.5, 0.5])
     update, state = net("default", grad, net.initial_state(3, torch.device("cpu")))
-    assert update[0] == update[2] and update[0] != update[1]
-    assert state.lstm.shape == (4, 3, 20) and state.moments is None
+    assert torch.allclose(update[0], update[2], rtol=1e-6) and not torch.allclose(update[0], update[1])
+    assert state.lstm.shape == (4, 20, 3) and state.moments is None
     # Same input, different history: coordinate state matters.
-    state.lstm[:, 0] += 1.0
+    state.lstm[:, :, 0] += 1.0
     update2, _ = net("default", grad, state)
-    assert update2[0] != update2[2]
+    assert not torch.allclose(update2[0], update2[2])
 
 
 def test_global_averaging_cells_share_their_activation_within_an_optimizee():
@@ -40,7 +41,7 @@ def test_global_averaging_cells_share_their_activation_within_an_optimizee():
     grad = torch.randn(6)
     segments = Segments.from_ids(torch.tensor([0, 0, 0, 1, 1, 1]), 2)
     _, state = net("default", grad, net.initial_state(6, torch.device("cpu")), segments=segments)
-    hidden = state.lstm[0]  # first layer's h
+    hidden = state.lstm[0].T  # first layer's h, a row per coordinate
     assert torch.allclose(hidden[0, :3], hidden[2, :3]) and torch.allclose(hidden[3, :3], hidden[5, :3])
     assert not torch.allclose(hidden[0, :3], hidden[3, :3])  # but not across optimizees
     assert not torch.allclose(hidden[0, 3:], hidden[1, 3:])
@@ -85,9 +86,9 @@ def test_moment_inputs_are_bias_corrected_adam_statistics():
     v = sum((1 - 0.99) * 0.99 ** (steps - 1 - k) * g.square() for k, g in enumerate(grads)) / (1 - 0.99**steps)
     for column, beta in enumerate((0.9, 0.5)):
         m = sum((1 - beta) * beta ** (steps - 1 - k) * g for k, g in enumerate(grads)) / (1 - beta**steps)
-        assert torch.allclose(features[:, column], m / (v.sqrt() + 1e-8), rtol=1e-5)
-    assert torch.allclose(features[:, 2], grads[-1] / (v.sqrt() + 1e-8), rtol=1e-5)
-    assert torch.equal(nominal, features[:, 0])
+        assert torch.allclose(features[column], m / (v.sqrt() + 1e-8), rtol=1e-5)
+    assert torch.allclose(features[2], grads[-1] / (v.sqrt() + 1e-8), rtol=1e-5)
+    assert torch.equal(nominal[0], features[0])
 
 
 def test_feature_count_follows_the_config():
@@ -110,3 +111,20 @@ def test_paper_config_has_the_papers_state_dict():
     keys = set(LSTMOptimizerNet(OptimizerNetConfig()).state_dict())
     assert not any("log_lr" in key for key in keys)
     assert "log_lr" in "".join(LSTMOptimizerNet(OptimizerNetConfig(update="nominal", momentum_decays=(0.9,))).state_dict())
+
+
+def test_fused_cell_equals_torch_lstm_cell_forward_and_backward():
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(5, 7)
+    x, h, c = torch.randn(40, 5, requires_grad=True), torch.randn(40, 7), torch.randn(40, 7)
+    ref_h, ref_c = cell(x, (h, c))
+    ref_loss = (ref_h * torch.linspace(-1, 1, 7)).sum() + ref_c.square().sum()
+    ref_grads = torch.autograd.grad(ref_loss, [x, *cell.parameters()])
+    xt = x.detach().T.contiguous().requires_grad_(True)
+    fused_h, fused_c = lstm_cell(xt, h.T.contiguous(), c.T.contiguous(), cell)
+    assert torch.allclose(fused_h.T, ref_h, atol=1e-6) and torch.allclose(fused_c.T, ref_c, atol=1e-6)
+    fused_loss = (fused_h.T * torch.linspace(-1, 1, 7)).sum() + fused_c.square().sum()
+    fused_grads = torch.autograd.grad(fused_loss, [xt, *cell.parameters()])
+    assert torch.allclose(fused_grads[0].T, ref_grads[0], atol=1e-5)
+    for a, b in zip(fused_grads[1:], ref_grads[1:]):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -125,3 +127,17 @@ def test_meta_training_with_every_lever_is_reproducible_and_learns():
     start = [h["validation_loss"] for h in first.history if "validation_loss" in h][0]
     assert first.best_validation_loss <= start
     assert first.net.nets["default"].log_lr.item() != pytest.approx(torch.log(torch.tensor(0.05)).item())
+
+
+def test_warm_start_begins_at_the_tuned_nominal_rate():
+    from l2l_plugin.training.warm_start import tuned_nominal_lr
+
+    family = make_family("quadratic", {"dim": 4})
+    network = {**RICH_NET, "nominal": "nesterov", "momentum_decays": [0.9], "progress_horizon": None}
+    config = tiny_config(network=network, warm_start="tuned_nominal_lr", meta_iterations=2, meta_lr=1e-9)
+    tuned = tuned_nominal_lr(family, config, torch.device("cpu"))
+    result = meta_train(family, config)
+    assert result.history[0] == {"iteration": 0, "warm_start_lr": tuned.lr}
+    assert result.net.nets["default"].log_lr.item() == pytest.approx(math.log(tuned.lr), abs=1e-6)
+    with pytest.raises(ValidationError, match="needs network.update 'nominal'"):
+        tiny_config(warm_start="tuned_nominal_lr")

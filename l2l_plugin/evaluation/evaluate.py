@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from l2l_plugin.evaluation.baselines import baseline_factory, run_baseline
+from l2l_plugin.evaluation.baselines import OptimizerFactory, baseline_factory, run_baseline
 from l2l_plugin.evaluation.report import LEARNED, EvaluationReport, OptimizerResult
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
@@ -45,7 +45,13 @@ def tune_learning_rate(
     decade on that side (up to ``grid_extensions`` times), so a baseline is never handicapped
     by a grid that was too narrow for the family.
     """
-    factory = baseline_factory(name, config.nag_momentum)
+    return tune_rate(baseline_factory(name, config.nag_momentum), family, config, steps, device)
+
+
+def tune_rate(
+    factory: OptimizerFactory, family: TaskFamily, config: EvaluationConfig, steps: int, device: torch.device
+) -> TunedRate:
+    """:func:`tune_learning_rate` for any optimizer built by ``factory`` from param groups."""
     stack = family.sample_stack(validation_seeds(config.tuning_tasks))
     scores: dict[float, float] = {}
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_GROUP = "default"
 
 UpdateRule = Literal["linear", "tanh", "nominal"]
+NominalDirection = Literal["adam", "nesterov"]
 
 
 class GroupRule(BaseModel):
@@ -85,11 +86,17 @@ class OptimizerNetConfig(BaseModel):
         "linear",
         description="How the LSTM's output becomes the step: 'linear' (the paper: head × "
         "output_scale), 'tanh' (bounded: tanh(head) × output_scale, RNNprop) or 'nominal' "
-        "(Harrison et al. 2022: −exp(log lr + magnitude_scale·head₁) · (m̂/√v̂ + output_scale·head₀), "
-        "an Adam step of nominal_lr before any meta-training).",
+        "(Harrison et al. 2022: −exp(log lr + magnitude_scale·head₁) · (d + output_scale·head₀·r), "
+        "d the nominal direction, r its unit: exactly the nominal hand-designed step before any "
+        "meta-training).",
+    )
+    nominal: NominalDirection = Field(
+        "adam",
+        description="Nominal direction of update 'nominal': 'adam' (m̂/(√v̂+ε), unit r = 1) or 'nesterov' "
+        "(g + μ·b, torch's SGD(nesterov=True) buffer b with μ the first momentum decay; unit r = √v̂+ε).",
     )
     nominal_lr: float = Field(
-        1e-3, gt=0, le=10, description="Initial learning rate of the nominal Adam term (update 'nominal')."
+        1e-3, gt=0, le=1000, description="Initial learning rate of the nominal term (update 'nominal')."
     )
     learn_nominal_lr: bool = Field(True, description="Meta-train the nominal learning rate's logarithm too.")
     magnitude_scale: float = Field(

@@ -82,6 +82,12 @@ class MetaTrainConfig(BaseModel):
         description="Per-coordinate random scaling of training tasks: θ = s ⊙ φ with log s ~ U(−c, c) "
         "(RNNprop), c being this value; 0: off.",
     )
+    warm_start: Literal["none", "tuned_nominal_lr"] = Field(
+        "none",
+        description="'tuned_nominal_lr': before meta-training, tune the learning rate of the nominal term "
+        "(network.update 'nominal') like a baseline's, on the same tuning tasks and grid, and start from it, "
+        "so the untrained optimizer is the tuned hand-designed optimizer.",
+    )
     step_weights: tuple[float, ...] | None = Field(
         None, description="Meta-loss weight w_t per step t = 1..horizon; null = 1 for every step."
     )
@@ -116,6 +122,8 @@ class MetaTrainConfig(BaseModel):
                     f"horizon ({horizon}) must be a multiple of unroll_length ({self.unroll_length}), "
                     "unless random_unroll_offset is on"
                 )
+        if self.warm_start == "tuned_nominal_lr" and self.network.update != "nominal":
+            raise ValueError("warm_start 'tuned_nominal_lr' needs network.update 'nominal'")
         if self.step_weights is not None:
             if self.horizon_curriculum:
                 raise ValueError("step_weights cannot be combined with horizon_curriculum")

@@ -20,6 +20,7 @@ from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress
 from l2l_plugin.training.checkpoint import load_checkpoint, save_checkpoint
 from l2l_plugin.training.config import MetaTrainConfig
 from l2l_plugin.training.distribution import check_distribution, sample_family, scaled_stack
+from l2l_plugin.training.warm_start import warm_start
 from l2l_plugin.training.seeds import training_seed, validation_seeds
 
 
@@ -180,6 +181,9 @@ def _meta_train(
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
         run.restore(saved)
+    elif (tuned := warm_start(run.net, family, config, device)) is not None:
+        run.best_weights = copy.deepcopy(run.net.state_dict())
+        run.history.append({"iteration": 0, "warm_start_lr": tuned})
 
     check_distribution(family, config.family_distribution)
     validation_tasks = family.sample_stack(validation_seeds(config.validation_tasks))
@@ -212,7 +216,7 @@ def _meta_train(
         for callback in callbacks:
             callback.on_validation(progress(None))
 
-    if run.iteration == 0 and not run.history:
+    if run.iteration == 0 and not any("validation_loss" in h for h in run.history):
         validate()  # the untrained optimizer is the first candidate, so "best" is never unmeasured
 
     stop_reason: str | None = None

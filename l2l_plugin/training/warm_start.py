@@ -1,0 +1,41 @@
+"""Start meta-training from the tuned hand-designed optimizer (update 'nominal').
+
+The nominal term's learning rate is tuned exactly as a baseline's is (same tuning tasks, same
+grid and grid extension), so before any meta-step the learned optimizer already matches the
+tuned nominal optimizer, and meta-training only has to improve on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from l2l_plugin.evaluation.evaluate import TunedRate, tune_rate
+from l2l_plugin.families import TaskFamily
+from l2l_plugin.optimizer.config import OptimizerNetConfig
+from l2l_plugin.optimizer.network import LSTMOptimizerNet
+from l2l_plugin.training.config import MetaTrainConfig
+
+
+def nominal_factory(network: OptimizerNetConfig):
+    """The ``torch.optim`` optimizer that the untrained nominal update equals."""
+    mu = network.momentum_decays[0]
+    if network.nominal == "adam":
+        return lambda groups: torch.optim.Adam(groups, betas=(mu, network.rms_decay), eps=network.epsilon)
+    return lambda groups: torch.optim.SGD(groups, momentum=mu, nesterov=True)
+
+
+def tuned_nominal_lr(family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> TunedRate:
+    return tune_rate(nominal_factory(config.network), family, config.evaluation, config.validation_steps, device)
+
+
+def warm_start(net: LSTMOptimizerNet, family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> float | None:
+    """Apply ``config.warm_start`` to ``net`` in place; returns the tuned rate when one was set."""
+    if config.warm_start != "tuned_nominal_lr":
+        return None
+    tuned = tuned_nominal_lr(family, config, device)
+    with torch.no_grad():
+        for sub in net.nets.values():
+            sub.log_lr.fill_(math.log(tuned.lr))
+    return tuned.lr
