@@ -11,11 +11,15 @@ import math
 
 import torch
 
-from l2l_plugin.evaluation.evaluate import TunedRate, tune_rate
+from typing import TYPE_CHECKING
+
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.optimizer.config import OptimizerNetConfig
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
 from l2l_plugin.training.config import MetaTrainConfig
+
+if TYPE_CHECKING:
+    from l2l_plugin.evaluation.evaluate import TunedRate
 
 
 def nominal_factory(network: OptimizerNetConfig):
@@ -27,6 +31,9 @@ def nominal_factory(network: OptimizerNetConfig):
 
 
 def tuned_nominal_lr(family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> TunedRate:
+    # Imported here: evaluation imports the training package, which imports this module.
+    from l2l_plugin.evaluation.evaluate import tune_rate
+
     return tune_rate(nominal_factory(config.network), family, config.evaluation, config.validation_steps, device)
 
 
