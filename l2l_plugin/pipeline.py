@@ -21,6 +21,7 @@ from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
 from l2l_plugin.families import TaskFamily, make_family
 from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, cpu_threads, meta_train, resolve_device
 from l2l_plugin.training.config import EvaluationConfig
+from l2l_plugin.training.presets import deep_merge, meta_train_recipe
 
 OPTIMIZER_DIR = "optimizer"
 EVALUATION_NAME = "evaluation.json"
@@ -28,19 +29,9 @@ PLOT_NAME = "loss_curves.png"
 CHECKPOINT_DIR = "checkpoint"
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def resolve_meta_train_config(family: TaskFamily, overrides: Mapping[str, Any] | None = None) -> MetaTrainConfig:
-    """The family's defaults with the user's overrides on top, validated."""
-    return MetaTrainConfig.model_validate(deep_merge(type(family).meta_train_defaults, overrides or {}))
+    """The preset, the family's defaults and the user's overrides, in that order, validated."""
+    return MetaTrainConfig.model_validate(meta_train_recipe(type(family).meta_train_defaults, overrides))
 
 
 @dataclass

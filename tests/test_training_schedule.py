@@ -141,3 +141,27 @@ def test_warm_start_begins_at_the_tuned_nominal_rate():
     assert result.net.nets["default"].log_lr.item() == pytest.approx(math.log(tuned.lr), abs=1e-6)
     with pytest.raises(ValidationError, match="needs network.update 'nominal'"):
         tiny_config(warm_start="tuned_nominal_lr")
+
+
+def test_presets_stack_beneath_family_defaults_and_overrides():
+    from l2l_plugin.pipeline import resolve_meta_train_config
+    from l2l_plugin.training.presets import PRESETS
+
+    paper = MetaTrainConfig()
+    assert paper.preset == "paper" and paper.network.update == "linear" and paper.network.preprocess_p == 10.0
+    l2l = MetaTrainConfig.model_validate({"preset": "l2l"})
+    assert l2l.network.update == "nominal" and l2l.warm_start == "tuned_nominal_lr"
+    assert MetaTrainConfig.model_validate({"preset": "l2l", "network": {"hidden_size": 8}}).network.update == "nominal"
+
+    quadratic = make_family("quadratic", {})  # its defaults name the paper preset
+    config = resolve_meta_train_config(quadratic, {"meta_iterations": 7})
+    assert config.preset == "paper" and config.meta_batch_size == 32 and config.meta_iterations == 7
+    switched = resolve_meta_train_config(quadratic, {"preset": "l2l"})
+    assert switched.network.update == "nominal" and switched.meta_batch_size == 1  # family defaults dropped
+
+    from helpers import TwoKindFamily
+
+    bare = resolve_meta_train_config(TwoKindFamily(), {})  # no defaults: the library's preset
+    assert bare.preset == "l2l" and bare.network.momentum_decays == tuple(PRESETS["l2l"]["network"]["momentum_decays"])
+    with pytest.raises(ValidationError, match="preset"):
+        MetaTrainConfig.model_validate({"preset": "adam2"})

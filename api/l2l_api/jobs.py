@@ -26,7 +26,8 @@ from l2l_api.limits import effective_overrides, limit_errors
 from l2l_api.schemas import MetaTrainRequest
 from l2l_api.settings import Settings
 from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
-from l2l_plugin.pipeline import CHECKPOINT_DIR, deep_merge
+from l2l_plugin.pipeline import CHECKPOINT_DIR
+from l2l_plugin.training.presets import meta_train_recipe
 from l2l_plugin.training import MetaTrainConfig, resolve_device
 from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
 
@@ -72,11 +73,11 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
     except ValidationError as exc:
         errors += field_errors(exc, "body", "family_config")
     try:
-        # The family's class-level defaults beneath the request's overrides, as
+        # The preset and the family's class-level defaults beneath the request's overrides, as
         # resolve_meta_train_config does; validated even when the family config is not, so one
         # answer lists every error.
         config = MetaTrainConfig.model_validate(
-            deep_merge(family_class.meta_train_defaults, request.meta_overrides)
+            meta_train_recipe(family_class.meta_train_defaults, request.meta_overrides)
         )
     except ValidationError as exc:
         errors += field_errors(exc, "body", "meta_overrides")

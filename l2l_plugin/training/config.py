@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
 from l2l_plugin.training.distribution import FieldDistribution
+from l2l_plugin.training.presets import PresetName, with_preset
 
 BaselineName = Literal["sgd", "nag", "rmsprop", "adam"]
 
@@ -41,9 +43,15 @@ class EvaluationConfig(BaseModel):
 
 
 class MetaTrainConfig(BaseModel):
-    """Truncated-BPTT meta-training of the LSTM optimizer (defaults: the paper's recipe)."""
+    """Truncated-BPTT meta-training of the LSTM optimizer (field defaults: the paper's recipe)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: PresetName = Field(
+        "paper",
+        description="Named recipe beneath the other fields: 'paper' (Andrychowicz et al. 2016, the field "
+        "defaults) or 'l2l' (the library's recipe for families that name none; see l2l_plugin.training.presets).",
+    )
 
     network: OptimizerNetConfig = OptimizerNetConfig()
     seed: int = Field(0, ge=0, lt=2**31, description="Seeds the network init and the training task stream.")
@@ -113,6 +121,11 @@ class MetaTrainConfig(BaseModel):
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = CUDA when present.")
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_beneath(cls, data: Any) -> Any:
+        return with_preset(data) if isinstance(data, Mapping) else data
 
     @model_validator(mode="after")
     def _consistent(self) -> MetaTrainConfig:

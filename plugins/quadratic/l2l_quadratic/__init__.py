@@ -63,6 +63,7 @@ class QuadraticFamily(TaskFamily):
     # Measured on this family (see BENCHMARKS.md): raw gradients as in the paper's quadratic
     # experiment, plus the log-loss input and the scale-invariant log term of later work.
     meta_train_defaults: ClassVar[dict[str, Any]] = {
+        "preset": "paper",
         "network": {"preprocess_p": None, "loss_input": True, "output_scale": 0.1},
         "meta_loss_log_weight": 0.1,
         "meta_lr": 1e-2,
