@@ -165,3 +165,13 @@ def test_presets_stack_beneath_family_defaults_and_overrides():
     assert bare.preset == "l2l" and bare.network.momentum_decays == tuple(PRESETS["l2l"]["network"]["momentum_decays"])
     with pytest.raises(ValidationError, match="preset"):
         MetaTrainConfig.model_validate({"preset": "adam2"})
+
+
+def test_final_loss_steps_weight_only_the_end_of_the_horizon():
+    config = MetaTrainConfig.model_validate({"final_loss_steps": 20, "unroll_length": 100})
+    weights = config.step_weights_for(100)
+    assert weights[:80] == (0.0,) * 80 and weights[80:] == (5.0,) * 20 and sum(weights) == 100
+    assert config.step_weights_for(10) == (1.0,) * 10  # a shorter curriculum stage: all of it
+    assert MetaTrainConfig().step_weights_for(3) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValidationError, match="not both"):
+        MetaTrainConfig.model_validate({"final_loss_steps": 5, "step_weights": [1.0] * 100})

@@ -96,6 +96,14 @@ class MetaTrainConfig(BaseModel):
         "(network.update 'nominal') like a baseline's, on the same tuning tasks and grid, and start from it, "
         "so the untrained optimizer is the tuned hand-designed optimizer.",
     )
+    final_loss_steps: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Meta-loss over the last this-many steps of each trajectory only (weight horizon/K "
+        "each, 0 before): aims meta-training at the final loss the gate compares, best with "
+        "unroll_length = horizon; null: every step counts (step_weights).",
+    )
     step_weights: tuple[float, ...] | None = Field(
         None, description="Meta-loss weight w_t per step t = 1..horizon; null = 1 for every step."
     )
@@ -137,6 +145,8 @@ class MetaTrainConfig(BaseModel):
                 )
         if self.warm_start == "tuned_nominal_lr" and self.network.update != "nominal":
             raise ValueError("warm_start 'tuned_nominal_lr' needs network.update 'nominal'")
+        if self.final_loss_steps is not None and self.step_weights is not None:
+            raise ValueError("set final_loss_steps or step_weights, not both")
         if self.step_weights is not None:
             if self.horizon_curriculum:
                 raise ValueError("step_weights cannot be combined with horizon_curriculum")
@@ -150,6 +160,13 @@ class MetaTrainConfig(BaseModel):
             return self.horizon
         stage = min(int(progress * len(self.horizon_curriculum)), len(self.horizon_curriculum) - 1)
         return self.horizon_curriculum[stage]
+
+    def step_weights_for(self, horizon: int) -> tuple[float, ...]:
+        """Meta-loss weight of each step 1..horizon."""
+        if self.final_loss_steps is not None:
+            last = min(self.final_loss_steps, horizon)
+            return (0.0,) * (horizon - last) + (horizon / last,) * last
+        return self.step_weights or (1.0,) * horizon
 
     @property
     def longest_horizon(self) -> int:

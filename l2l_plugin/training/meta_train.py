@@ -222,7 +222,7 @@ def _meta_train(
     stop_reason: str | None = None
     while run.iteration < config.meta_iterations and stop_reason is None:
         horizon = config.horizon_at(run_fraction())
-        weights = config.step_weights or (1.0,) * horizon
+        weights = config.step_weights_for(horizon)
         trajectory_family = sample_family(family, config.family_distribution, config.seed, run.trajectory)
         stack = trajectory_family.sample_stack(
             [training_seed(config.seed, run.trajectory * config.meta_batch_size + b) for b in range(config.meta_batch_size)]

@@ -28,10 +28,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "normalized_gradient": True,
         },
         "warm_start": "tuned_nominal_lr",
+        # One unroll per trajectory and a meta-loss on its last 20 steps: truncated sum-of-loss
+        # unrolls made the warm-started optimizer worse at the final step (BENCHMARKS.md).
+        "unroll_length": 100,
+        "final_loss_steps": 20,
         "validation_metric": "final_loss_mean",
         "meta_lr": 1e-3,
         "grad_clip_norm": 1.0,
-        "validation_every": 100,
+        "validation_every": 25,
         "validation_tasks": 8,
         "evaluation": {"tuning_tasks": 8, "lr_min": 1e-4, "lr_max": 10.0, "lr_points_per_decade": 3},
     },
