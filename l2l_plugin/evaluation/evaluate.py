@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +80,15 @@ def evaluate(
     config: EvaluationConfig,
     steps: int,
     device: torch.device | str = "cpu",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
-    """Every optimizer on the same held-out instances; baselines tuned on validation instances."""
+    """Every optimizer on the same held-out instances; baselines tuned on validation instances.
+
+    ``on_progress(done, total)`` is called after each optimizer (the learned one, then every
+    baseline: tuning and held-out run).
+    """
     device = torch.device(device)
+    total = 1 + len(config.baselines)
     net = net.to(device)
     seeds = held_out_seeds(config.test_tasks)
     results: dict[str, OptimizerResult] = {}
@@ -89,6 +96,8 @@ def evaluate(
     held_out = family.sample_stack(seeds)  # one sample, shared by every optimizer
     curves, eval_losses = run_learned(net, held_out, steps, device)
     results[LEARNED] = OptimizerResult.from_curves(curves, eval_losses)
+    if on_progress is not None:
+        on_progress(1, total)
 
     for name in config.baselines:
         tuned = tune_learning_rate(name, family, config, steps, device)
@@ -102,6 +111,8 @@ def evaluate(
             lr_grid=tuned.grid,
             lr_at_grid_edge=tuned.at_grid_edge,
         )
+        if on_progress is not None:
+            on_progress(len(results), total)
 
     return EvaluationReport.build(
         family=family_name,

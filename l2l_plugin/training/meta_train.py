@@ -46,6 +46,7 @@ class MetaTrainResult:
     wall_seconds: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = "completed"  # or "time budget" (max_seconds ended it early)
 
 
 @contextlib.contextmanager
@@ -298,4 +299,5 @@ def _meta_train(
         wall_seconds=elapsed(),
         device=str(device),
         history=run.history,
+        stop_reason=stop_reason or "completed",
     )
