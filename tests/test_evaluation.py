@@ -109,3 +109,20 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "multiple of unroll_length" in capsys.readouterr().err
     assert cli_main(["evaluate", str(tmp_path)]) == 1
     assert "optimizer.json is missing" in capsys.readouterr().err
+
+
+def test_a_tuned_rate_on_the_grid_edge_extends_the_grid():
+    from l2l_plugin.evaluation import tune_learning_rate
+
+    family = make_family("quadratic", {"dim": 3})
+    narrow = EvaluationConfig(lr_min=1e-5, lr_max=1e-4, lr_points_per_decade=1, tuning_tasks=4, grid_extensions=0)
+    stuck = tune_learning_rate("sgd", family, narrow, 20, torch.device("cpu"))
+    assert stuck.lr == pytest.approx(1e-4) and stuck.at_grid_edge and len(stuck.grid) == 2
+
+    extended = tune_learning_rate("sgd", family, narrow.model_copy(update={"grid_extensions": 6}), 20, torch.device("cpu"))
+    assert extended.lr > 1e-3 and not extended.at_grid_edge
+    assert extended.grid[0] == pytest.approx(1e-5) and extended.grid[-1] > extended.lr  # grew upward only
+    assert all(b / a == pytest.approx(10.0) for a, b in zip(extended.grid, extended.grid[1:]))
+
+    too_few = tune_learning_rate("sgd", family, narrow.model_copy(update={"grid_extensions": 1}), 20, torch.device("cpu"))
+    assert too_few.lr == pytest.approx(1e-3) and too_few.at_grid_edge  # reported, not hidden
