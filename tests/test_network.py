@@ -128,3 +128,24 @@ def test_fused_cell_equals_torch_lstm_cell_forward_and_backward():
     assert torch.allclose(fused_grads[0].T, ref_grads[0], atol=1e-5)
     for a, b in zip(fused_grads[1:], ref_grads[1:]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fused_cell_backward_passes_gradcheck_through_every_input():
+    torch.manual_seed(1)
+    cell = torch.nn.LSTMCell(3, 4).double()
+    x = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
+    h = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
+    c = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
+
+    def both_outputs(x, h, c, *weights):
+        return lstm_cell(x, h, c, _Cell(*weights))
+
+    params = [p.detach().clone().requires_grad_(True) for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+    assert torch.autograd.gradcheck(both_outputs, (x, h, c, *params))
+
+
+class _Cell:
+    """The four tensors lstm_cell reads from an nn.LSTMCell, as plain attributes."""
+
+    def __init__(self, weight_ih, weight_hh, bias_ih, bias_hh) -> None:
+        self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh = weight_ih, weight_hh, bias_ih, bias_hh

@@ -104,15 +104,61 @@ def normalized_moments(
     return moments[:count] / first_correction / denominator, grad / denominator, denominator
 
 
-def _gate_scale(hidden: int, like: torch.Tensor) -> torch.Tensor:
-    """(4H, 1): 1 for the i, f, o gates and 2 for g, so one sigmoid gives every gate.
+def _sigmoid_tanh(z: torch.Tensor, hidden: int) -> torch.Tensor:
+    """σ on the i, f, o rows of the (4H, N) pre-activations and tanh on the g rows, as one σ.
 
     tanh(z) = 2σ(2z) − 1, and σ is far cheaper than tanh on CPUs (measured: 14× on 10⁶
     elements), so the cell never calls tanh.
     """
-    scale = torch.ones(4 * hidden, 1, dtype=like.dtype, device=like.device)
-    scale[2 * hidden : 3 * hidden] = 2.0
-    return scale
+    z[2 * hidden : 3 * hidden] *= 2
+    gates = torch.sigmoid_(z)
+    gates[2 * hidden : 3 * hidden].mul_(2).sub_(1)
+    return gates
+
+
+class _FusedLSTMCell(torch.autograd.Function):
+    """One LSTM layer step on feature-major tensors, with a hand-written backward.
+
+    Autograd would keep about a dozen (H, N) or (4H, N) intermediates per step; this keeps
+    the inputs, the gate activations and tanh(c) only, which is what makes long unrolls over
+    many coordinates fit in memory bandwidth.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h, c, weight_ih, weight_hh, bias):  # noqa: ANN001, ANN205
+        hidden = h.shape[0]
+        gates = _sigmoid_tanh(torch.addmm(torch.addmm(bias.unsqueeze(1), weight_ih, x), weight_hh, h), hidden)
+        i, f, g, o = gates.chunk(4)
+        c_new = torch.addcmul(f * c, i, g)
+        tanh_c = torch.sigmoid(2 * c_new).mul_(2).sub_(1)
+        h_new = o * tanh_c
+        ctx.save_for_backward(x, h, c, weight_ih, weight_hh, gates, tanh_c)
+        return h_new, c_new
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):  # noqa: ANN001, ANN205
+        x, h, c, weight_ih, weight_hh, gates, tanh_c = ctx.saved_tensors
+        i, f, g, o = gates.chunk(4)
+        if grad_h is None:
+            grad_h = torch.zeros_like(tanh_c)
+        total_c = grad_h * o * (1 - tanh_c * tanh_c)
+        if grad_c is not None:
+            total_c = total_c + grad_c
+        grad_z = torch.cat(
+            (
+                total_c * g * i * (1 - i),
+                total_c * c * f * (1 - f),
+                total_c * i * (1 - g * g),
+                grad_h * tanh_c * o * (1 - o),
+            )
+        )
+        grad_x = weight_ih.T @ grad_z if ctx.needs_input_grad[0] else None
+        grad_h_prev = weight_hh.T @ grad_z if ctx.needs_input_grad[1] else None
+        grad_c_prev = total_c * f if ctx.needs_input_grad[2] else None
+        grad_weight_ih = grad_z @ x.T if ctx.needs_input_grad[3] else None
+        grad_weight_hh = grad_z @ h.T if ctx.needs_input_grad[4] else None
+        grad_bias = grad_z.sum(dim=1) if ctx.needs_input_grad[5] else None
+        return grad_x, grad_h_prev, grad_c_prev, grad_weight_ih, grad_weight_hh, grad_bias
 
 
 def lstm_cell(
@@ -124,14 +170,7 @@ def lstm_cell(
     cell's; the gates of the layer come from one pair of matrix products into a contiguous
     (4H, N) block.
     """
-    scale = _gate_scale(cell.hidden_size, x)
-    bias = ((cell.bias_ih + cell.bias_hh).unsqueeze(1)) * scale
-    gates = torch.addmm(bias, cell.weight_ih * scale, x)
-    gates = torch.sigmoid(torch.addmm(gates, cell.weight_hh * scale, h))
-    i, f, g, o = gates.chunk(4)
-    c = torch.addcmul(f * c, i, 2 * g - 1)
-    h = o * (2 * torch.sigmoid(2 * c) - 1)
-    return h, c
+    return _FusedLSTMCell.apply(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh)
 
 
 class CoordinateLSTM(nn.Module):
