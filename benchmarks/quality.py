@@ -76,6 +76,7 @@ def main() -> None:
     config = MetaTrainConfig.model_validate(meta_train_recipe(defaults, parse_assignments(args.meta)))
     device = resolve_device(config.device)
     result = meta_train(family, config, checkpoint_dir=args.out / "checkpoint")
+    config = result.config or config  # as trained (warm_start 'tuned_nominal' picks the direction)
     manifest = OptimizerManifest(
         network=config.network, family=args.family, family_config=family.model_dump(mode="json"),
         meta_training=config.model_dump(mode="json"),

@@ -150,7 +150,7 @@ def test_presets_stack_beneath_family_defaults_and_overrides():
     paper = MetaTrainConfig()
     assert paper.preset == "paper" and paper.network.update == "linear" and paper.network.preprocess_p == 10.0
     l2l = MetaTrainConfig.model_validate({"preset": "l2l"})
-    assert l2l.network.update == "nominal" and l2l.warm_start == "tuned_nominal_lr"
+    assert l2l.network.update == "nominal" and l2l.warm_start == "tuned_nominal"
     assert MetaTrainConfig.model_validate({"preset": "l2l", "network": {"hidden_size": 8}}).network.update == "nominal"
 
     quadratic = make_family("quadratic", {})  # its defaults name the paper preset
@@ -175,3 +175,19 @@ def test_final_loss_steps_weight_only_the_end_of_the_horizon():
     assert MetaTrainConfig().step_weights_for(3) == (1.0, 1.0, 1.0)
     with pytest.raises(ValidationError, match="not both"):
         MetaTrainConfig.model_validate({"final_loss_steps": 5, "step_weights": [1.0] * 100})
+
+
+def test_tuned_nominal_warm_start_keeps_the_better_direction():
+    from l2l_plugin.training.warm_start import tuned_nominal_lr
+
+    family = make_family("quadratic", {"dim": 4})
+    network = {**RICH_NET, "momentum_decays": [0.9], "progress_horizon": None}
+    config = tiny_config(network=network, warm_start="tuned_nominal", meta_iterations=1, meta_lr=1e-9)
+    result = meta_train(family, config)
+    scores = {}
+    for direction in ("adam", "nesterov"):
+        candidate = config.model_copy(update={"network": config.network.model_copy(update={"nominal": direction})})
+        scores[direction] = tuned_nominal_lr(family, candidate, torch.device("cpu"))
+    best = min(scores, key=lambda d: scores[d].score)
+    assert result.config.network.nominal == best and result.net.config.nominal == best
+    assert result.net.nets["default"].log_lr.item() == pytest.approx(math.log(scores[best].lr), abs=1e-6)

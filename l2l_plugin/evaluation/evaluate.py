@@ -35,6 +35,7 @@ class TunedRate:
     lr: float
     grid: list[float]  # every rate tried, ascending
     at_grid_edge: bool  # still on an edge after the allowed extensions
+    score: float = math.inf  # mean final loss of ``lr`` on the tuning tasks
 
 
 def tune_learning_rate(
@@ -68,7 +69,7 @@ def tune_rate(
         best = min(grid, key=lambda lr: (scores[lr], lr))
         at_edge = len(grid) > 1 and best in (grid[0], grid[-1]) and math.isfinite(scores[best])
         if not at_edge or extensions == config.grid_extensions:
-            return TunedRate(best, grid, at_edge)
+            return TunedRate(best, grid, at_edge, scores[best])
         score(_decade_beyond(grid, config.lr_points_per_decade, upward=best == grid[-1]))
         extensions += 1
 

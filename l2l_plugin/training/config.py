@@ -90,11 +90,12 @@ class MetaTrainConfig(BaseModel):
         description="Per-coordinate random scaling of training tasks: θ = s ⊙ φ with log s ~ U(−c, c) "
         "(RNNprop), c being this value; 0: off.",
     )
-    warm_start: Literal["none", "tuned_nominal_lr"] = Field(
+    warm_start: Literal["none", "tuned_nominal_lr", "tuned_nominal"] = Field(
         "none",
         description="'tuned_nominal_lr': before meta-training, tune the learning rate of the nominal term "
         "(network.update 'nominal') like a baseline's, on the same tuning tasks and grid, and start from it, "
-        "so the untrained optimizer is the tuned hand-designed optimizer.",
+        "so the untrained optimizer is the tuned hand-designed optimizer; 'tuned_nominal': also choose "
+        "network.nominal (adam or nesterov), whichever tunes to the lower loss (the saved config says which).",
     )
     final_loss_steps: int | None = Field(
         None,
@@ -143,8 +144,8 @@ class MetaTrainConfig(BaseModel):
                     f"horizon ({horizon}) must be a multiple of unroll_length ({self.unroll_length}), "
                     "unless random_unroll_offset is on"
                 )
-        if self.warm_start == "tuned_nominal_lr" and self.network.update != "nominal":
-            raise ValueError("warm_start 'tuned_nominal_lr' needs network.update 'nominal'")
+        if self.warm_start != "none" and self.network.update != "nominal":
+            raise ValueError(f"warm_start '{self.warm_start}' needs network.update 'nominal'")
         if self.final_loss_steps is not None and self.step_weights is not None:
             raise ValueError("set final_loss_steps or step_weights, not both")
         if self.step_weights is not None:

@@ -20,7 +20,7 @@ from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress
 from l2l_plugin.training.checkpoint import load_checkpoint, save_checkpoint
 from l2l_plugin.training.config import MetaTrainConfig
 from l2l_plugin.training.distribution import check_distribution, sample_family, scaled_stack
-from l2l_plugin.training.warm_start import warm_start
+from l2l_plugin.training.warm_start import choose_nominal, warm_start
 from l2l_plugin.training.seeds import training_seed, validation_seeds
 
 
@@ -47,6 +47,7 @@ class MetaTrainResult:
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "completed"  # or "time budget" (max_seconds ended it early)
+    config: MetaTrainConfig | None = None  # as trained (warm_start 'tuned_nominal' picks network.nominal)
 
 
 @contextlib.contextmanager
@@ -178,6 +179,7 @@ def _meta_train(
     callbacks: Sequence[MetaTrainCallback],
 ) -> MetaTrainResult:
     device = resolve_device(config.device)
+    config = choose_nominal(family, config, device)
     run = _Run(family, config, device)
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
@@ -300,4 +302,5 @@ def _meta_train(
         device=str(device),
         history=run.history,
         stop_reason=stop_reason or "completed",
+        config=config,
     )

@@ -3,10 +3,11 @@
 ``paper`` is Andrychowicz et al. (2016) as published (MetaTrainConfig's own field defaults), kept
 so its BENCHMARKS rows can be reproduced. ``l2l`` is the library's recipe for a family that names
 none: the levers of later work that measurably helped on several families (BENCHMARKS.md, "The
-library default recipe"): Adam-moment inputs at three timescales, a nominal Nesterov step whose
-learning rate is tuned like a baseline's before meta-training starts (so the untrained optimizer
-is the tuned hand-designed one), a learned correction and magnitude on top, and weights picked by
-the validation tasks' mean final loss.
+library default recipe"): Adam-moment inputs at three timescales, a nominal step (Nesterov or
+Adam, whichever tunes better) whose learning rate is tuned like a baseline's before meta-training
+starts (so the untrained optimizer is the tuned hand-designed one), a learned correction and
+magnitude on top, full-horizon unrolls with the meta-loss on the final steps, and weights picked
+by the validation tasks' mean final loss.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "momentum_decays": [0.9, 0.5, 0.99],
             "normalized_gradient": True,
         },
-        "warm_start": "tuned_nominal_lr",
+        "warm_start": "tuned_nominal",
         # One unroll per trajectory and a meta-loss on its last 20 steps: truncated sum-of-loss
         # unrolls made the warm-started optimizer worse at the final step (BENCHMARKS.md).
         "unroll_length": 100,
