@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,15 @@ from l2l_plugin.artifacts import (
 )
 from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
 from l2l_plugin.families import TaskFamily, make_family
-from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, cpu_threads, meta_train, resolve_device
+from l2l_plugin.training import (
+    MetaTrainCallback,
+    MetaTrainConfig,
+    MetaTrainingCancelled,
+    MetaTrainingDiverged,
+    cpu_threads,
+    meta_train,
+    resolve_device,
+)
 from l2l_plugin.training.config import EvaluationConfig
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
 
@@ -27,6 +35,49 @@ OPTIMIZER_DIR = "optimizer"
 EVALUATION_NAME = "evaluation.json"
 PLOT_NAME = "loss_curves.png"
 CHECKPOINT_DIR = "checkpoint"
+
+# The phases of a run, in order; publishing is the registry's (l2l_registry, the service).
+PHASE_META_TRAINING = "meta-training"
+PHASE_EVALUATING = "evaluating"
+PHASE_PUBLISHING = "publishing"
+
+# Why meta-training ended: MetaTrainResult.stop_reason ("completed", "time budget"), and the
+# reasons of runs that end with an exception (recorded by the registry and the service).
+STOP_COMPLETED = "completed"
+STOP_TIME_BUDGET = "time budget"
+STOP_CANCELLED = "cancelled"
+STOP_DIVERGED = "diverged"
+STOP_FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """Where a run is: ``phase``, and for ``evaluating`` the optimizers done out of ``total``."""
+
+    phase: str
+    done: int | None = None
+    total: int | None = None
+
+    def describe(self) -> str:
+        if self.phase == PHASE_EVALUATING and self.total is not None:
+            return f"{self.phase}: {self.done or 0} of {self.total} optimizers done"
+        return self.phase
+
+
+PhaseHook = Callable[[PhaseProgress], None]
+
+
+def stop_reason_of(exc: BaseException | None) -> str:
+    """The stop reason of a run that ended with ``exc`` (None: it ended normally)."""
+    if exc is None:
+        return STOP_COMPLETED
+    if (reason := getattr(exc, "stop_reason", None)) is not None:
+        return str(reason)
+    if isinstance(exc, MetaTrainingCancelled | KeyboardInterrupt):
+        return STOP_CANCELLED
+    if isinstance(exc, MetaTrainingDiverged):
+        return STOP_DIVERGED
+    return STOP_FAILED
 
 
 def resolve_meta_train_config(family: TaskFamily, overrides: Mapping[str, Any] | None = None) -> MetaTrainConfig:
@@ -39,6 +90,8 @@ class MetaTrainOutcome:
     directory: Path  # holds optimizer/, evaluation.json and the plot
     trained: TrainedOptimizer
     report: EvaluationReport
+    stop_reason: str = STOP_COMPLETED  # MetaTrainResult.stop_reason: "completed" or "time budget"
+    iterations_total: int | None = None  # the configured meta-iterations (the provenance has those done)
 
     @property
     def optimizer_dir(self) -> Path:
@@ -58,18 +111,37 @@ def meta_train_and_evaluate(
     meta_overrides: Mapping[str, Any] | None,
     out_dir: Path | str,
     callbacks: Sequence[MetaTrainCallback] = (),
+    on_phase: PhaseHook | None = None,
 ) -> MetaTrainOutcome:
     """Train on ``family_name``, evaluate on held-out tasks, write everything under ``out_dir``.
 
     A checkpoint under ``out_dir/checkpoint`` lets a stopped run resume with the same call.
+    ``on_phase`` hears when meta-training and evaluation start, and after every optimizer
+    evaluated (an exception it raises stops the run there).
     """
     family = make_family(family_name, family_config)
     config = resolve_meta_train_config(family, meta_overrides)
     out = Path(out_dir)
+
+    def phase(name: str, done: int | None = None, total: int | None = None) -> None:
+        if on_phase is not None:
+            on_phase(PhaseProgress(name, done, total))
+
+    phase(PHASE_META_TRAINING)
     result = meta_train(family, config, checkpoint_dir=out / CHECKPOINT_DIR, callbacks=callbacks)
+    config = result.config or config  # as trained: a warm start may have chosen network.nominal
     device = resolve_device(config.device)
+    phase(PHASE_EVALUATING, 0, 1 + len(config.evaluation.baselines))
     with cpu_threads(config.cpu_threads):
-        report = evaluate(result.net, family, family_name, config.evaluation, config.evaluation_steps, device)
+        report = evaluate(
+            result.net,
+            family,
+            family_name,
+            config.evaluation,
+            config.evaluation_steps,
+            device,
+            on_progress=lambda done, total: phase(PHASE_EVALUATING, done, total),
+        )
     manifest = OptimizerManifest(
         network=config.network,
         family=family_name,
@@ -84,6 +156,7 @@ def meta_train_and_evaluate(
             best_iteration=result.best_iteration,
             best_validation_loss=result.best_validation_loss,
             skipped_nonfinite=result.skipped_nonfinite,
+            stop_reason=result.stop_reason,  # an extra field: Provenance allows them
         ),
         evaluation_summary=report.summary(),
     )
@@ -91,7 +164,7 @@ def meta_train_and_evaluate(
     save_trained_optimizer(out / OPTIMIZER_DIR, trained)
     write_evaluation(report, out)
     (out / "history.json").write_text(json.dumps(result.history))
-    return MetaTrainOutcome(out, trained, report)
+    return MetaTrainOutcome(out, trained, report, result.stop_reason, config.meta_iterations)
 
 
 def evaluate_trained(
