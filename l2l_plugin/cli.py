@@ -13,12 +13,17 @@ from typing import Any
 
 import entrypoints
 from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
 from l2l_plugin.artifacts import OptimizerFilesError
 from l2l_plugin.evaluation import EvaluationReport
 from l2l_plugin.families import FamilyLoadError, UnknownFamilyError, discover_families, get_family, make_family
 from l2l_plugin.pipeline import (
+    PHASE_EVALUATING,
+    PHASE_META_TRAINING,
     MetaTrainOutcome,
+    PhaseHook,
+    PhaseProgress,
     evaluate_trained,
     meta_train_and_evaluate,
     resolve_meta_train_config,
@@ -31,6 +36,7 @@ from l2l_plugin.training import (
     MetaTrainingDiverged,
     TqdmProgress,
 )
+from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET
 
 CLI_EXTENSION_GROUP = "l2l_plugin.cli"
 
@@ -64,11 +70,15 @@ def _families_json() -> str:
 
 def _family_show(name: str) -> str:
     family = get_family(name)
+    meta_defaults = to_jsonable_python(family.meta_train_defaults)
     return json.dumps(
         {
             "name": name,
             "description": family.description(),
             "defaults": family().model_dump(mode="json"),
+            # Beneath `--meta` overrides, on top of the preset they name (the library's when none).
+            "meta_train_defaults": meta_defaults,
+            "meta_train_preset": meta_defaults.get("preset", LIBRARY_DEFAULT_PRESET),
             "schema": family.model_json_schema(),
         },
         indent=2,
@@ -119,18 +129,84 @@ def _print_report(report: EvaluationReport) -> None:
     )
 
 
-def cmd_meta_train(args: argparse.Namespace, callbacks: Sequence[MetaTrainCallback] = ()) -> MetaTrainOutcome:
+class _MetaTrainingBar(TqdmProgress):
+    """TqdmProgress labelled with the phase's name."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=PHASE_META_TRAINING, unit="it", mininterval=1.0, disable=quiet)
+
+
+class PhaseDisplay:
+    """The run's phases on the terminal: a meta-training bar, then an evaluation bar (optimizers
+    done / total), then a line per later phase (the registry's publishing)."""
+
+    def __init__(self, total_iterations: int, quiet: bool = False, also: PhaseHook | None = None) -> None:
+        self.quiet = quiet
+        self.also = also
+        self.training = _MetaTrainingBar(total_iterations, quiet)
+        self.evaluation: Any = None
+
+    def __call__(self, progress: PhaseProgress) -> None:
+        if self.also is not None:
+            self.also(progress)
+        if progress.phase == PHASE_META_TRAINING:
+            return
+        self.training.close()
+        if progress.phase == PHASE_EVALUATING:
+            if self.evaluation is None:
+                from tqdm.auto import tqdm
+
+                self.evaluation = tqdm(
+                    total=progress.total, desc=PHASE_EVALUATING, unit="optimizer", disable=self.quiet, mininterval=0
+                )
+            self.evaluation.update((progress.done or 0) - self.evaluation.n)
+            return
+        self.close()
+        if not self.quiet:
+            print(f"{progress.describe()} …", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.training.close()
+        if self.evaluation is not None:
+            self.evaluation.close()
+
+
+def stop_summary(outcome: MetaTrainOutcome) -> str:
+    """One line: why meta-training stopped, and how far it got."""
+    provenance = outcome.trained.manifest.provenance
+    done = provenance.meta_iterations
+    total = outcome.iterations_total
+    of = f"{done} of {total}" if total is not None else f"{done}"
+    budget = outcome.trained.manifest.meta_training.get("max_seconds")
+    limit = f"; max_seconds={budget:g}" if outcome.stop_reason == "time budget" and budget else ""
+    seconds = f" in {provenance.meta_train_seconds:.0f} s" if provenance.meta_train_seconds is not None else ""
+    return (
+        f"stop reason: {outcome.stop_reason} ({of} meta-iterations{seconds}{limit}; "
+        f"best weights from iteration {provenance.best_iteration})"
+    )
+
+
+def cmd_meta_train(
+    args: argparse.Namespace,
+    callbacks: Sequence[MetaTrainCallback] = (),
+    on_phase: PhaseHook | None = None,
+) -> MetaTrainOutcome:
     """Train, evaluate and write the files; extensions (the registry) wrap this handler."""
     family_config = parse_assignments(args.set)
     overrides = parse_assignments(args.meta)
     family = make_family(args.family, family_config)
     total = resolve_meta_train_config(family, overrides).meta_iterations
-    progress = TqdmProgress(total, disable=args.quiet)
+    display = PhaseDisplay(total, quiet=args.quiet, also=on_phase)
     try:
-        outcome = meta_train_and_evaluate(args.family, family_config, overrides, args.out, [progress, *callbacks])
+        outcome = meta_train_and_evaluate(
+            args.family, family_config, overrides, args.out, [display.training, *callbacks], on_phase=display
+        )
     finally:
-        progress.close()
+        display.close()
     _print_report(outcome.report)
+    print(stop_summary(outcome))
     print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
     return outcome
 

@@ -27,7 +27,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -82,6 +84,12 @@ class JobRow(Base):
     meta_loss: Mapped[float | None] = mapped_column(Float)
     validation_loss: Mapped[float | None] = mapped_column(Float)
     best_validation_loss: Mapped[float | None] = mapped_column(Float)
+    # What a worker is doing: meta-training, evaluating (optimizers done / total), publishing;
+    # kept once the job has ended (the phase it ended in).
+    phase: Mapped[str | None] = mapped_column(String(32))
+    phase_done: Mapped[int | None] = mapped_column(Integer)
+    phase_total: Mapped[int | None] = mapped_column(Integer)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))  # why it ended (see pipeline.STOP_*)
 
     error: Mapped[str | None] = mapped_column(Text)
     message: Mapped[str | None] = mapped_column(Text)
@@ -118,6 +126,10 @@ class Job:
     meta_loss: float | None
     validation_loss: float | None
     best_validation_loss: float | None
+    phase: str | None
+    phase_done: int | None
+    phase_total: int | None
+    stop_reason: str | None
     error: str | None
     message: str | None
     attempt: int
@@ -144,6 +156,26 @@ class JobResult:
     model_version: str | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None
+
+
+# Columns added after the first release: a job store created before them gets them at start-up
+# (each nullable, so old rows read as "unknown").
+ADDED_COLUMNS = ("phase", "phase_done", "phase_total", "stop_reason")
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for every ADDED_COLUMNS column the table lacks; returns them."""
+    existing = {column["name"] for column in inspect(engine).get_columns(JobRow.__tablename__)}
+    added = []
+    with engine.begin() as connection:
+        for name in ADDED_COLUMNS:
+            if name in existing:
+                continue
+            column = JobRow.__table__.columns[name]
+            kind = column.type.compile(dialect=engine.dialect)
+            connection.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {kind}"))
+            added.append(name)
+    return added
 
 
 def _clip(text: str | None) -> str | None:
@@ -178,6 +210,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -260,6 +293,7 @@ class JobStore:
                     updated_at=now,
                     cancel_requested_at=now,
                     message="cancelled before it started",
+                    stop_reason="cancelled",
                 )
             )
             return result.rowcount == 1
@@ -322,9 +356,17 @@ class JobStore:
         validation_loss: float | None = None,
         best_validation_loss: float | None = None,
         message: str | None = None,
+        phase: str | None = None,
+        phase_done: int | None = None,
+        phase_total: int | None = None,
     ) -> tuple[bool, bool]:
-        """Write progress; returns (still ours, cancellation requested)."""
+        """Write progress; returns (still ours, cancellation requested).
+
+        A new ``phase`` replaces the previous phase's counts (``phase_done``/``phase_total``).
+        """
         values: dict[str, Any] = {"updated_at": utcnow()}
+        if phase is not None:
+            values.update(phase=phase, phase_done=phase_done, phase_total=phase_total)
         if iterations_done is not None:
             values["iterations_done"] = iterations_done
         if iterations_total is not None:
@@ -357,6 +399,7 @@ class JobStore:
         error: str | None = None,
         message: str | None = None,
         result: JobResult | None = None,
+        stop_reason: str | None = None,
     ) -> bool:
         """Move a running job to a terminal state, if this attempt still owns it."""
         now = utcnow()
@@ -365,6 +408,7 @@ class JobStore:
             "finished_at": now,
             "updated_at": now,
             "error": _clip(error),
+            "stop_reason": stop_reason,
         }
         if message is not None:
             values["message"] = _clip(message)

@@ -22,16 +22,19 @@ from pydantic import ValidationError
 from l2l_api import registry_adapter
 from l2l_api.db import CANCELLED, FAILED, Job, JobStore
 from l2l_api.errors import APIError, field_errors
+from l2l_api.joblog import log_job_end
 from l2l_api.limits import effective_overrides, limit_errors
 from l2l_api.schemas import MetaTrainRequest
 from l2l_api.settings import Settings
 from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
-from l2l_plugin.pipeline import CHECKPOINT_DIR
+from l2l_plugin.pipeline import CHECKPOINT_DIR, STOP_CANCELLED
 from l2l_plugin.training.presets import meta_train_recipe
 from l2l_plugin.training import MetaTrainConfig, resolve_device
 from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
 
 logger = logging.getLogger("l2l_api.jobs")
+
+STOP_INTERRUPTED_TOO_OFTEN = "interrupted too often"
 
 
 def resolve_family(name: str) -> type[TaskFamily]:
@@ -155,7 +158,8 @@ class JobService:
         if job is None:
             raise APIError(404, f"no job {job_id}")
         if self.store.cancel_queued(job_id):
-            _end_run_quietly(job.mlflow_run_id, "KILLED")
+            _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+            log_job_end(logger, self.store, job_id)
             return self._get(job_id), True
         if self.store.request_cancel(job_id):
             return self._get(job_id), False
@@ -182,9 +186,14 @@ class JobService:
         for job in self.store.running():
             if job.cancel_requested_at is not None:
                 if self.store.finish(
-                    job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)"
+                    job.id,
+                    job.attempt,
+                    CANCELLED,
+                    message="cancelled (the service stopped first)",
+                    stop_reason=STOP_CANCELLED,
                 ):
-                    _end_run_quietly(job.mlflow_run_id, "KILLED")
+                    _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+                    log_job_end(logger, self.store, job.id)
                 recovered.append(self._get(job.id))
                 continue
             where = (
@@ -203,8 +212,10 @@ class JobService:
                 error="the service stopped while this job was running "
                 f"(interruption {job.interruptions + 1}; L2L_API_MAX_RESUMES={self.settings.max_resumes}): "
                 "not resumed again",
+                stop_reason=STOP_INTERRUPTED_TOO_OFTEN,
             ):
-                _end_run_quietly(job.mlflow_run_id, "FAILED")
+                _end_run_quietly(job.mlflow_run_id, "FAILED", STOP_INTERRUPTED_TOO_OFTEN)
+                log_job_end(logger, self.store, job.id)
             recovered.append(self._get(job.id))
             logger.warning("job %s was running when the service stopped: now %s", job.id, recovered[-1].state)
         return recovered
@@ -214,9 +225,14 @@ class JobService:
         for job in self.store.running():
             if job.cancel_requested_at is not None:
                 if self.store.finish(
-                    job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)"
+                    job.id,
+                    job.attempt,
+                    CANCELLED,
+                    message="cancelled (the service stopped first)",
+                    stop_reason=STOP_CANCELLED,
                 ):
-                    _end_run_quietly(job.mlflow_run_id, "KILLED")
+                    _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+                    log_job_end(logger, self.store, job.id)
             else:
                 self.store.requeue(
                     job.id,
@@ -226,8 +242,8 @@ class JobService:
                 )
 
 
-def _end_run_quietly(run_id: str | None, status: str) -> None:
+def _end_run_quietly(run_id: str | None, status: str, stop_reason: str | None = None) -> None:
     try:
-        registry_adapter.end_run(run_id, status)
+        registry_adapter.end_run(run_id, status, stop_reason)
     except Exception:  # noqa: BLE001 - the job record is authoritative; the run stays as it was
         logger.exception("could not set MLflow run %s to %s", run_id, status)

@@ -26,12 +26,15 @@ from l2l_registry.publish import HISTORY_NAME, ensure_experiment
 from l2l_registry.store import client, configure
 from l2l_registry.tracking import evaluation_metrics
 
+from l2l_registry.quiet import quiet
+
 from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
-from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome
+from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome, PhaseHook
 
 TAG_JOB_ID = "l2l.api_job_id"
 
 
+@quiet
 def create_queued_run(job_id: str, family: str, family_config: Mapping[str, Any]) -> str:
     """An MLflow run in the family's experiment, status SCHEDULED until a worker opens it."""
     store = configure()
@@ -50,12 +53,19 @@ def create_queued_run(job_id: str, family: str, family_config: Mapping[str, Any]
     return str(run.info.run_id)
 
 
-def end_run(run_id: str | None, status: str) -> None:
+@quiet
+def end_run(run_id: str | None, status: str, stop_reason: str | None = None) -> None:
     """Close a job's run from outside its worker (cancelled while queued, worker killed, gave up)."""
     if run_id:
-        client(configure()).set_terminated(run_id, status)
+        from l2l_registry.conventions import TAG_STOP_REASON
+
+        mlflow_client = client(configure())
+        if stop_reason is not None:
+            mlflow_client.set_tag(run_id, TAG_STOP_REASON, stop_reason)
+        mlflow_client.set_terminated(run_id, status)
 
 
+@quiet
 def registered_version(run_id: str) -> str | None:
     """The model version a run was already published as (a job resumed after publishing)."""
     from l2l_registry.conventions import TAG_REGISTERED_VERSION
@@ -63,9 +73,19 @@ def registered_version(run_id: str) -> str | None:
     return client(configure()).get_run(run_id).data.tags.get(TAG_REGISTERED_VERSION)
 
 
-def log_unregistered(run: MetaTrainingRun, outcome: MetaTrainOutcome) -> str:
+@quiet
+def stop_reason_of_run(run_id: str) -> str | None:
+    """The ``l2l.stop_reason`` tag of a job's run."""
+    from l2l_registry.conventions import TAG_STOP_REASON
+
+    return client(configure()).get_run(run_id).data.tags.get(TAG_STOP_REASON)
+
+
+@quiet
+def log_unregistered(run: MetaTrainingRun, outcome: MetaTrainOutcome, on_phase: PhaseHook | None = None) -> str:
     """Evaluation metrics and files in the run without a model version; returns the load URI."""
     assert run.run_id is not None
+    run.mark_published_phase(outcome, on_phase)
     flush = getattr(run.callback, "flush", None)
     if callable(flush):
         flush()
@@ -84,6 +104,7 @@ def log_unregistered(run: MetaTrainingRun, outcome: MetaTrainOutcome) -> str:
     return f"runs:/{run.run_id}/{OPTIMIZER_ARTIFACT}"
 
 
+@quiet
 def optimizer_files(family: str, version: str) -> dict[str, bytes]:
     """The optimizer's own files (``optimizer.json``, ``weights.safetensors``) of a model version."""
     from l2l_registry.loading import find_optimizer_dir
@@ -114,6 +135,7 @@ def zip_files(files: Mapping[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+@quiet
 def run_metrics(run_id: str | None) -> dict[str, float]:
     if not run_id:
         return {}
@@ -125,6 +147,7 @@ def run_metrics(run_id: str | None) -> dict[str, float]:
         return {}
 
 
+@quiet
 def ping() -> str:
     """Raise if the tracking store cannot be reached; return its description."""
     store = configure()
@@ -132,5 +155,6 @@ def ping() -> str:
     return store.describe()
 
 
+@quiet
 def describe_store() -> str:
     return configure().describe()

@@ -81,7 +81,24 @@ class MetaTrainRequest(BaseModel):
     )
 
 
+STOP_REASON_DESCRIPTION = (
+    "Why the job ended: 'completed' (every meta-iteration), 'time budget' (max_seconds ended "
+    "meta-training early; the job still evaluates and publishes), 'cancelled', 'diverged' "
+    "(non-finite meta-losses), 'failed' (an error), 'job time limit', 'worker died', "
+    "'interrupted too often'; null while it runs."
+)
+
+
 class JobProgress(BaseModel):
+    phase: str | None = Field(
+        description="What the worker is doing: 'meta-training', 'evaluating', 'publishing' (null while "
+        "queued); once the job has ended, the phase it ended in."
+    )
+    phase_done: int | None = Field(
+        description="Progress in the phase: meta-iterations while meta-training, optimizers evaluated "
+        "(the learned one, then each tuned baseline) while evaluating; null while publishing."
+    )
+    phase_total: int | None = Field(description="What phase_done counts up to.")
     iterations_done: int
     iterations_total: int
     meta_loss: float | None = Field(
@@ -98,6 +115,7 @@ class JobResult(BaseModel):
     model_version: str | None = None
     promoted: bool | None = Field(None, description="Whether the version became @champion.")
     promotion_reason: str | None = None
+    stop_reason: str | None = Field(None, description=STOP_REASON_DESCRIPTION)
 
 
 class JobOut(BaseModel):
@@ -114,7 +132,10 @@ class JobOut(BaseModel):
     finished_at: dt.datetime | None
     progress: JobProgress
     error: str | None = Field(description="Why the job failed.")
-    message: str | None = Field(description="The latest note on the job (resumed, cancellation...).")
+    message: str | None = Field(
+        description="The latest note on the job (the phase after meta-training, resumed, cancellation...)."
+    )
+    stop_reason: str | None = Field(description=STOP_REASON_DESCRIPTION)
     attempt: int = Field(description="How many times a worker has started it (more than 1 after a resume).")
     cancel_requested: bool
     mlflow_run_id: str | None
@@ -131,7 +152,12 @@ class JobOut(BaseModel):
                 model_version=job.model_version,
                 promoted=job.promoted,
                 promotion_reason=job.promotion_reason,
+                stop_reason=job.stop_reason,
             )
+        if job.phase == "meta-training":
+            phase_done, phase_total = job.iterations_done, job.iterations_total
+        else:
+            phase_done, phase_total = job.phase_done, job.phase_total
         return cls(
             id=job.id,
             state=job.state,  # type: ignore[arg-type]
@@ -143,6 +169,9 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             progress=JobProgress(
+                phase=job.phase,
+                phase_done=phase_done,
+                phase_total=phase_total,
                 iterations_done=job.iterations_done,
                 iterations_total=job.iterations_total,
                 meta_loss=job.meta_loss,
@@ -151,6 +180,7 @@ class JobOut(BaseModel):
             ),
             error=job.error,
             message=job.message,
+            stop_reason=job.stop_reason,
             attempt=job.attempt,
             cancel_requested=job.cancel_requested_at is not None,
             mlflow_run_id=job.mlflow_run_id,

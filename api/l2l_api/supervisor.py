@@ -25,13 +25,19 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from l2l_api.db import CANCELLED, FAILED, Job, JobStore, utcnow
+from l2l_api.joblog import log_job_end
 from l2l_api.settings import Settings
 from l2l_api.worker import worker_main
+from l2l_plugin.pipeline import STOP_CANCELLED
 
 logger = logging.getLogger("l2l_api.supervisor")
 
 TICK_SECONDS = 0.5
 RESTART_BACKOFF_SECONDS = (1.0, 5.0, 30.0)  # a worker that keeps dying is restarted less often
+
+# Stop reasons of the jobs the pool ends itself.
+STOP_WORKER_DIED = "worker died"
+STOP_JOB_TIME_LIMIT = "job time limit"
 
 
 @dataclass
@@ -152,7 +158,9 @@ class WorkerPool:
         logger.warning("worker %d (pid %s) ended: %s", slot.index, process.pid, how)
         for job in self.store.running():
             if job.worker_slot == slot.index and job.worker_pid == process.pid:
-                self._fail(job, FAILED, f"the worker process running this job ended unexpectedly ({how})")
+                self._fail(
+                    job, FAILED, f"the worker process running this job ended unexpectedly ({how})", STOP_WORKER_DIED
+                )
         lived = time.monotonic() - slot.started
         slot.quick_deaths = slot.quick_deaths + 1 if lived < 60 else 0
         delay = (
@@ -173,6 +181,7 @@ class WorkerPool:
                     job,
                     CANCELLED,
                     None,
+                    STOP_CANCELLED,
                     message=f"cancelled: the worker was stopped after "
                     f"{self.settings.cancel_grace_seconds:g} s without reaching a safe point",
                 )
@@ -183,6 +192,7 @@ class WorkerPool:
                     FAILED,
                     f"exceeded the job time limit of {self.settings.job_timeout_seconds:g} s "
                     "(L2L_API_JOB_TIMEOUT_SECONDS)",
+                    STOP_JOB_TIME_LIMIT,
                 )
 
     def _kill_worker_of(self, job: Job) -> None:
@@ -194,11 +204,16 @@ class WorkerPool:
                     process.join(5)
                     slot.process = None  # restarted by the next tick, without counting as a crash
 
-    def _fail(self, job: Job, state: str, error: str | None, message: str | None = None) -> None:
-        if self.store.finish(job.id, job.attempt, state, error=error, message=message):
+    def _fail(
+        self, job: Job, state: str, error: str | None, stop_reason: str, message: str | None = None
+    ) -> None:
+        if self.store.finish(job.id, job.attempt, state, error=error, message=message, stop_reason=stop_reason):
+            log_job_end(logger, self.store, job.id)
             from l2l_api import registry_adapter
 
             try:
-                registry_adapter.end_run(job.mlflow_run_id, "KILLED" if state == CANCELLED else "FAILED")
+                registry_adapter.end_run(
+                    job.mlflow_run_id, "KILLED" if state == CANCELLED else "FAILED", stop_reason
+                )
             except Exception:  # noqa: BLE001 - the job record is what matters; the run stays RUNNING
                 logger.exception("could not end MLflow run %s of job %s", job.mlflow_run_id, job.id)

@@ -15,6 +15,13 @@ import time
 from pathlib import Path
 
 from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
+from l2l_api.joblog import log_job_end
+from l2l_plugin.pipeline import (
+    PHASE_META_TRAINING,
+    STOP_CANCELLED,
+    PhaseProgress,
+    stop_reason_of,
+)
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled, MetaTrainProgress
 
 logger = logging.getLogger("l2l_api.worker")
@@ -24,6 +31,8 @@ PROGRESS_WRITE_SECONDS = 0.5  # progress is written at most this often (and at e
 
 class JobLost(MetaTrainingCancelled):
     """The job is no longer this worker's (service gone, or another attempt owns it)."""
+
+    stop_reason = "interrupted"  # what the MLflow run's tag says until an attempt finishes it
 
 
 class JobProgressReporter(MetaTrainCallback):
@@ -82,15 +91,30 @@ class JobProgressReporter(MetaTrainCallback):
             self.lost = True
         return self.lost or self.cancelled
 
-    def check(self) -> None:
-        """Between phases (after training, before publishing): raise if the job should stop."""
+    def check(self, where: str = "after meta-training", **progress: object) -> None:
+        """Between phases and evaluated optimizers: write ``progress``, raise if the job should stop."""
         if self.parent_gone():
             raise JobLost("the service stopped")
-        owned, cancel = self.store.report_progress(self.job.id, self.job.attempt)
+        owned, cancel = self.store.report_progress(self.job.id, self.job.attempt, **progress)  # type: ignore[arg-type]
         if not owned:
             raise JobLost("the job was taken over")
         if cancel:
-            raise MetaTrainingCancelled("cancelled after meta-training")
+            raise MetaTrainingCancelled(f"cancelled {where}")
+
+    def on_phase(self, progress: PhaseProgress) -> None:
+        """The phase into the job record (and its message); a cancelled job stops here."""
+        if progress.phase == PHASE_META_TRAINING:
+            # Meta-iterations are the progress; the first one writes the resume message.
+            self.store.report_progress(self.job.id, self.job.attempt, phase=progress.phase)
+            return
+        done = f" ({progress.done}/{progress.total})" if progress.total is not None else ""
+        self.check(
+            f"while {progress.phase}{done}",
+            phase=progress.phase,
+            phase_done=progress.done,
+            phase_total=progress.total,
+            message=progress.describe(),
+        )
 
 
 def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
@@ -101,43 +125,61 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
 
     reporter = JobProgressReporter(store, job, parent_pid)
     out_dir = jobs_dir / job.id
+    finished = False
     try:
         assert job.mlflow_run_id is not None
         if job.register and (version := registry_adapter.registered_version(job.mlflow_run_id)):
             # A previous attempt published the version and the service died before recording it.
-            store.finish(
+            finished = store.finish(
                 job.id,
                 job.attempt,
                 SUCCEEDED,
                 message="published by an earlier attempt",
                 result=_registered_result(job.family, version, None, None),
+                stop_reason=registry_adapter.stop_reason_of_run(job.mlflow_run_id),
             )
             return
         with MetaTrainingRun(
             job.family, job.family_config, job.meta_overrides, run_id=job.mlflow_run_id
         ) as run:
+
+            def phase(progress: PhaseProgress) -> None:
+                run.on_phase(progress)  # the MLflow run's tags
+                reporter.on_phase(progress)  # the job record
+
             outcome = meta_train_and_evaluate(
-                job.family, job.family_config, job.meta_overrides, out_dir, [run.callback, reporter]
+                job.family, job.family_config, job.meta_overrides, out_dir, [run.callback, reporter], phase
             )
             reporter.check()
             if job.register:
-                published = run.publish(outcome)
+                published = run.publish(outcome, on_phase=reporter.on_phase)
                 result = _registered_result(
                     job.family, published.version, published.promoted, published.reason
                 )
             else:
-                result = JobResult(optimizer_uri=registry_adapter.log_unregistered(run, outcome))
-        store.finish(job.id, job.attempt, SUCCEEDED, message="done", result=result)
+                result = JobResult(
+                    optimizer_uri=registry_adapter.log_unregistered(run, outcome, on_phase=reporter.on_phase)
+                )
+        finished = store.finish(
+            job.id, job.attempt, SUCCEEDED, message="done", result=result, stop_reason=outcome.stop_reason
+        )
     except JobLost as exc:
         logger.warning("job %s: stopped, %s", job.id, exc)
     except MetaTrainingCancelled as exc:
         if reporter.lost:
             logger.warning("job %s: stopped, the job is no longer this worker's", job.id)
             return
-        store.finish(job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}")
+        finished = store.finish(
+            job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}", stop_reason=STOP_CANCELLED
+        )
     except Exception as exc:  # noqa: BLE001 - any failure is the job's, recorded without a traceback
         logger.exception("job %s failed", job.id)
-        store.finish(job.id, job.attempt, FAILED, error=f"{type(exc).__name__}: {exc}")
+        finished = store.finish(
+            job.id, job.attempt, FAILED, error=f"{type(exc).__name__}: {exc}", stop_reason=stop_reason_of(exc)
+        )
+    finally:
+        if finished:
+            log_job_end(logger, store, job.id)
 
 
 def _registered_result(family: str, version: str, promoted: bool | None, reason: str | None) -> JobResult:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from l2l_plugin.cli import cmd_meta_train, parse_assignments
+from l2l_plugin.pipeline import PhaseProgress
 
 from l2l_registry.errors import RegistryError
 
@@ -56,6 +57,16 @@ def print_publish_result(result: PublishResult, store_description: str) -> None:
         print(f"not promoted: {result.reason}")
 
 
+def announce_phase(quiet: bool) -> Callable[[PhaseProgress], None]:
+    """The publishing phase on stderr (the progress bars of the earlier phases are closed by then)."""
+
+    def announce(progress: PhaseProgress) -> None:
+        if not quiet:
+            print(f"\n{progress.describe()} …", file=sys.stderr, flush=True)
+
+    return announce
+
+
 def meta_train_handler(args: argparse.Namespace) -> int:
     if not args.register:
         cmd_meta_train(args)
@@ -67,8 +78,8 @@ def meta_train_handler(args: argparse.Namespace) -> int:
     with MetaTrainingRun(
         args.family, parse_assignments(args.set), parse_assignments(args.meta), store=store
     ) as run:
-        outcome = cmd_meta_train(args, callbacks=[run.callback])
-        result = run.publish(outcome)
+        outcome = cmd_meta_train(args, callbacks=[run.callback], on_phase=run.on_phase)
+        result = run.publish(outcome, on_phase=announce_phase(args.quiet))
     print_publish_result(result, store.describe())
     return 0
 
@@ -121,7 +132,11 @@ def optimizers_handler(args: argparse.Namespace) -> int:
         if any(v.champion for v in versions):
             print(f'\nload the champion: load_optimizer("{champion_uri(args.family)}", model.parameters())')
         else:
-            print(f"\nno champion yet: `l2l promote {args.family} VERSION` forces one")
+            latest = versions[-1].uri if versions else f"models:/l2l-{args.family}/N"
+            print(
+                f"\nno champion yet: load a version by number, load_optimizer(\"{latest}\", model.parameters()), "
+                f"or force one with `l2l promote {args.family} VERSION`"
+            )
         return 0
     families = list_families(store)
     if args.json:

@@ -25,6 +25,12 @@ TAG_PROMOTION_REASON = "l2l.promotion_reason"
 TAG_CHAMPION_COMPARISON = "l2l.champion_comparison"  # JSON: both optimizers on the same instances
 TAG_FORCED_PROMOTION = "l2l.forced_promotion"  # JSON: who, when, previous champion, why
 TAG_REGISTERED_VERSION = "l2l.registered_version"  # on the run
+# On the run while it goes: the phase (meta-training, evaluating, publishing; the last one it
+# entered once it has ended), evaluation progress ("2/5" optimizers), and why meta-training
+# stopped (completed, time budget, cancelled, diverged, failed, interrupted).
+TAG_PHASE = "l2l.phase"
+TAG_PHASE_PROGRESS = "l2l.phase_progress"
+TAG_STOP_REASON = "l2l.stop_reason"
 
 PROMOTION_PROMOTED = "promoted"  # by the gate (whether it is still champion: see the alias)
 PROMOTION_REJECTED = "not promoted"

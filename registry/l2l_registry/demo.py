@@ -52,7 +52,7 @@ def _out_dir(family: str) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from l2l_registry.cli import print_publish_result
+    from l2l_registry.cli import announce_phase, print_publish_result
     from l2l_registry.listing import champion_version
     from l2l_registry.publish import MetaTrainingRun
     from l2l_registry.store import DATA_DIR_ENV, configure
@@ -76,15 +76,16 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(f"\nmeta-training an LSTM optimizer on {args.family!r}, then evaluating it against tuned baselines")
     with MetaTrainingRun(args.family, family_config, overrides, store=store, run_name="l2l demo") as run:
-        outcome = cmd_meta_train(train_args, callbacks=[run.callback])
-        result = run.publish(outcome)
+        outcome = cmd_meta_train(train_args, callbacks=[run.callback], on_phase=run.on_phase)
+        result = run.publish(outcome, on_phase=announce_phase(train_args.quiet))
     print_publish_result(result, store.describe())
 
     champion = champion_version(args.family, store)
     if champion is None:
         print(
             f"\nno version of {result.model_name} is champion yet (none has passed the gate). "
-            f"Force one with `l2l promote {args.family} {result.version}`, or meta-train longer "
+            f"Load this version by number, load_optimizer(\"{result.version_uri}\", model.parameters()); "
+            f"force it to champion with `l2l promote {args.family} {result.version}`; or meta-train longer "
             f"(e.g. `l2l demo --meta meta_iterations=2000`)."
         )
         return 0

@@ -16,6 +16,7 @@ from l2l_registry.conventions import (
     model_name,
 )
 from l2l_registry.errors import OptimizerNotFoundError, is_not_found
+from l2l_registry.quiet import quiet
 from l2l_registry.store import Store, client
 
 
@@ -72,6 +73,7 @@ class FamilyInfo:
         }
 
 
+@quiet
 def list_families(store: Store | None = None) -> list[FamilyInfo]:
     """Every ``l2l-<family>`` registered model."""
     mlflow_client = client(store)
@@ -87,6 +89,7 @@ def list_families(store: Store | None = None) -> list[FamilyInfo]:
     return sorted(out, key=lambda info: info.family)
 
 
+@quiet
 def list_versions(family: str, store: Store | None = None, with_metrics: bool = True) -> list[VersionInfo]:
     """A family's versions, oldest first, with tags, the run's eval.* metrics and the champion flag."""
     from mlflow.exceptions import MlflowException
@@ -129,6 +132,7 @@ def list_versions(family: str, store: Store | None = None, with_metrics: bool = 
     return sorted(out, key=lambda info: int(info.version))
 
 
+@quiet
 def champion_version(family: str, store: Store | None = None) -> str | None:
     from mlflow.exceptions import MlflowException
 

@@ -8,6 +8,8 @@ Accepted locations:
   (``MLmodel``), or a ``l2l meta-train --out`` directory.
 
 Only the optimizer's JSON and safetensors files are read: no pickle, no code from the store.
+On a SQLite registry with local artifacts (the embedded store) ``models:/`` URIs are resolved
+without importing MLflow (``l2l_registry.local_store``); everything else goes through MLflow.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from l2l_plugin.artifacts import MANIFEST_NAME
 
 from l2l_registry.conventions import MODEL_PREFIX, OPTIMIZER_ARTIFACT
 from l2l_registry.errors import FamilyMismatchWarning, OptimizerNotFoundError, RegistryError, is_not_found
+from l2l_registry.local_store import local_optimizer_dir
+from l2l_registry.quiet import quiet
 from l2l_registry.store import Store, client, configure
 
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -74,6 +78,7 @@ def _registered_names(mlflow_client: Any) -> list[str]:
         return []
 
 
+@quiet
 def check_model_uri(uri: str, store: Store | None = None) -> None:
     """Raise :class:`OptimizerNotFoundError` (naming what exists) if a ``models:/`` URI points nowhere."""
     match = _MODELS_URI.match(uri)
@@ -110,6 +115,7 @@ def check_model_uri(uri: str, store: Store | None = None) -> None:
         )
 
 
+@quiet
 def load_trained(location: str | Path, *, store: Store | None = None) -> TrainedOptimizer:
     """The optimizer's manifest and network from a URI or local directory (see module doc)."""
     text = str(location)
@@ -123,6 +129,9 @@ def load_trained(location: str | Path, *, store: Store | None = None) -> Trained
         raise RegistryError(
             f"unsupported optimizer location {text!r}: use models:/, runs:/ or a local directory"
         )
+
+    if parsed.scheme == "models" and (local := local_optimizer_dir(text, store)) is not None:
+        return load_trained_optimizer(local)
 
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException

@@ -15,6 +15,7 @@ from l2l_registry.conventions import (
 )
 from l2l_registry.listing import champion_version
 from l2l_registry.loading import check_model_uri
+from l2l_registry.quiet import quiet
 from l2l_registry.store import Store, client, configure
 
 
@@ -25,6 +26,7 @@ def _user() -> str:
         return "unknown"
 
 
+@quiet
 def promote(
     family: str, version: str | int, reason: str | None = None, store: Store | None = None
 ) -> str | None:

@@ -22,10 +22,15 @@ from l2l_plugin.evaluation import EvaluationReport
 from l2l_plugin.evaluation.report import LEARNED
 from l2l_plugin.pipeline import (
     EVALUATION_NAME,
+    PHASE_EVALUATING,
+    PHASE_PUBLISHING,
     PLOT_NAME,
     MetaTrainOutcome,
+    PhaseHook,
+    PhaseProgress,
     meta_train_and_evaluate,
     resolve_meta_train_config,
+    stop_reason_of,
 )
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
 
@@ -43,9 +48,12 @@ from l2l_registry.conventions import (
     TAG_FAMILY_CONFIG_HASH,
     TAG_GIT_COMMIT,
     TAG_LIBRARY_VERSION,
+    TAG_PHASE,
+    TAG_PHASE_PROGRESS,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_REGISTERED_VERSION,
+    TAG_STOP_REASON,
     canonical_json,
     config_hash,
     model_name,
@@ -53,6 +61,7 @@ from l2l_registry.conventions import (
 from l2l_registry.errors import PublishError, is_not_found
 from l2l_registry.gate import ChampionComparison, GateDecision, compare_with_champion, decide
 from l2l_registry.loading import load_trained
+from l2l_registry.quiet import quiet
 from l2l_registry.store import Store, client, configure
 from l2l_registry.tracking import MlflowMetricsLogger, evaluation_metrics, flatten
 
@@ -153,7 +162,9 @@ class MetaTrainingRun:
             outcome = meta_train_and_evaluate("quadratic", {"dim": 10}, {...}, out, [run.callback])
             result = run.publish(outcome)
 
-    Leaving the block with an exception ends the run FAILED (KILLED when cancelled).
+    Leaving the block with an exception ends the run FAILED (KILLED when cancelled). The run's
+    tags follow it: ``l2l.phase`` (pass :meth:`on_phase` as ``meta_train_and_evaluate``'s
+    ``on_phase``; ``publish`` sets ``publishing``) and ``l2l.stop_reason``.
     """
 
     def __init__(
@@ -180,6 +191,7 @@ class MetaTrainingRun:
 
     # -- the run ---------------------------------------------------------------------------
 
+    @quiet
     def __enter__(self) -> MetaTrainingRun:
         import mlflow
         from mlflow.entities import Param
@@ -215,11 +227,17 @@ class MetaTrainingRun:
         self.callback = self._metrics
         return self
 
+    @quiet
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         import mlflow
 
+        if exc is not None and self.run_id is not None:
+            try:
+                self.client.set_tag(self.run_id, TAG_STOP_REASON, stop_reason_of(exc))
+            except Exception:  # noqa: BLE001 - the original exception is the one that matters
+                pass
         try:
             if self._metrics is not None:
                 self._metrics.flush()
@@ -235,10 +253,26 @@ class MetaTrainingRun:
             status = "FAILED"
         mlflow.end_run(status)
 
+    @quiet
+    def on_phase(self, progress: PhaseProgress) -> None:
+        """The run's ``l2l.phase`` tag (and ``l2l.phase_progress``, optimizers evaluated / total)."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(TAG_PHASE, progress.phase)]
+        if progress.phase == PHASE_EVALUATING and progress.total is not None:
+            tags.append(RunTag(TAG_PHASE_PROGRESS, f"{progress.done or 0}/{progress.total}"))
+        self.client.log_batch(self.run_id, tags=tags)
+
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, outcome: MetaTrainOutcome) -> PublishResult:
-        """Log evaluation, files and pyfunc, run the gate, then create the version (and maybe promote)."""
+    @quiet
+    def publish(self, outcome: MetaTrainOutcome, on_phase: PhaseHook | None = None) -> PublishResult:
+        """Log evaluation, files and pyfunc, run the gate, then create the version (and maybe promote).
+
+        ``on_phase`` hears that publishing started (the run's tags say so too).
+        """
         if self.run_id is None:
             raise PublishError("publish() must be called inside `with MetaTrainingRun(...)`")
         if self._published is not None:
@@ -249,6 +283,7 @@ class MetaTrainingRun:
                 f"this run is for {self.family_name!r}"
             )
         name = model_name(self.family_name)
+        self.mark_published_phase(outcome, on_phase)
         self._log_results(outcome)
         model = self._log_model(outcome)
         decision = self._gate(
@@ -272,6 +307,18 @@ class MetaTrainingRun:
             report=outcome.report,
         )
         return self._published
+
+    def mark_published_phase(self, outcome: MetaTrainOutcome, on_phase: PhaseHook | None = None) -> None:
+        """Tags ``l2l.phase`` publishing and ``l2l.stop_reason`` (known once meta-training ended)."""
+        from mlflow.entities import RunTag
+
+        assert self.run_id is not None
+        progress = PhaseProgress(PHASE_PUBLISHING)
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(TAG_PHASE, progress.phase), RunTag(TAG_STOP_REASON, outcome.stop_reason)]
+        )
+        if on_phase is not None:
+            on_phase(progress)
 
     def _log_results(self, outcome: MetaTrainOutcome) -> None:
         import mlflow
@@ -370,6 +417,7 @@ def meta_train_and_register(
     *,
     run_name: str | None = None,
     store: Store | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> tuple[MetaTrainOutcome, PublishResult]:
     """Meta-train, evaluate, log and register in one call.
 
@@ -377,13 +425,19 @@ def meta_train_and_register(
     (everything is in MLflow by then), so the returned ``outcome.directory`` no longer exists.
     """
     with MetaTrainingRun(family_name, family_config, meta_overrides, run_name=run_name, store=store) as run:
+
+        def phase(progress: PhaseProgress) -> None:
+            run.on_phase(progress)
+            if on_phase is not None:
+                on_phase(progress)
+
         if out_dir is None:
             with tempfile.TemporaryDirectory(prefix="l2l-meta-train-") as tmp:
                 outcome = meta_train_and_evaluate(
-                    family_name, family_config, meta_overrides, tmp, [run.callback, *callbacks]
+                    family_name, family_config, meta_overrides, tmp, [run.callback, *callbacks], phase
                 )
-                return outcome, run.publish(outcome)
+                return outcome, run.publish(outcome, on_phase)
         outcome = meta_train_and_evaluate(
-            family_name, family_config, meta_overrides, out_dir, [run.callback, *callbacks]
+            family_name, family_config, meta_overrides, out_dir, [run.callback, *callbacks], phase
         )
-        return outcome, run.publish(outcome)
+        return outcome, run.publish(outcome, on_phase)

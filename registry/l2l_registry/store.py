@@ -116,5 +116,8 @@ def configure(tracking_uri: str | None = None, registry_uri: str | None = None) 
 def client(store: Store | None = None):  # -> mlflow.MlflowClient (mlflow imported lazily)
     from mlflow import MlflowClient
 
+    from l2l_registry.quiet import quiet_third_party
+
     store = store or configure()
-    return MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.registry_uri)
+    with quiet_third_party():  # opening the SQL store is what warns (l2l_registry.quiet)
+        return MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.registry_uri)
