@@ -149,3 +149,19 @@ class _Cell:
 
     def __init__(self, weight_ih, weight_hh, bias_ih, bias_hh) -> None:
         self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh = weight_ih, weight_hh, bias_ih, bias_hh
+
+
+def test_chunked_steps_without_a_graph_equal_one_pass(monkeypatch):
+    import l2l_plugin.optimizer.network as network
+
+    config = OptimizerNetConfig(momentum_decays=(0.9, 0.5), normalized_gradient=True, update="nominal", param_input=True)
+    net = LSTMOptimizerNet(config)
+    grad, param = torch.randn(1000), torch.randn(1000)
+    state = net.initial_state(1000, "cpu")
+    with torch.no_grad():
+        whole, whole_state = net("default", grad, state, steps=2, param=param)
+        monkeypatch.setattr(network, "NO_GRAD_CHUNK", 128)
+        chunked, chunked_state = net("default", grad, state, steps=2, param=param)
+    assert torch.allclose(whole, chunked, atol=1e-7)
+    assert torch.allclose(whole_state.lstm, chunked_state.lstm, atol=1e-7)
+    assert torch.equal(whole_state.moments, chunked_state.moments)

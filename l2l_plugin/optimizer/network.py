@@ -66,6 +66,10 @@ class CoordinateState:
         return CoordinateState(lstm, moments)
 
 
+#: Coordinates per chunk when stepping without a graph (evaluation, LearnedOptimizer.step).
+NO_GRAD_CHUNK = 32_768
+
+
 def gradient_features(grad: torch.Tensor, config: OptimizerNetConfig) -> torch.Tensor:
     """(N,) gradient → (1 or 2, N) network input (paper appendix A when preprocess_p is set)."""
     if config.preprocess_p is None:
@@ -290,9 +294,43 @@ class LSTMOptimizerNet(nn.Module):
         is needed with param_input, ``loss_rows`` (N,) (each row's loss feature) with loss_input.
         The update is added to the parameters: θ ← θ + update.
         """
-        config = self.config
         grad = grad.detach()
         steps = torch.as_tensor(steps, device=grad.device)
+        coordinates = grad.shape[0]
+        if torch.is_grad_enabled() or self.config.gac_cells or coordinates <= 2 * NO_GRAD_CHUNK:
+            return self._step(group, grad, state, steps, param, loss_rows, segments)
+        # Without a graph, coordinates are independent: run them in cache-sized chunks (2× faster
+        # at 10⁶ coordinates than one pass over tensors far larger than the cache).
+        updates, states = [], []
+        for start in range(0, coordinates, NO_GRAD_CHUNK):
+            rows = slice(start, start + NO_GRAD_CHUNK)
+            chunk_state = CoordinateState(
+                state.lstm[:, :, rows], None if state.moments is None else state.moments[:, rows]
+            )
+            update, new_state = self._step(
+                group,
+                grad[rows],
+                chunk_state,
+                steps if steps.dim() == 0 else steps[rows],
+                None if param is None else param[rows],
+                None if loss_rows is None else loss_rows[rows],
+                None,
+            )
+            updates.append(update)
+            states.append(new_state)
+        return torch.cat(updates), CoordinateState.cat(states)
+
+    def _step(
+        self,
+        group: str,
+        grad: torch.Tensor,
+        state: CoordinateState,
+        steps: torch.Tensor,
+        param: torch.Tensor | None,
+        loss_rows: torch.Tensor | None,
+        segments: Segments | None,
+    ) -> tuple[torch.Tensor, CoordinateState]:
+        config = self.config
         features, moments, nominal = self.features(grad, state.moments, steps, param, loss_rows)
         net = self.nets[group]
         out, lstm = net(features, state.lstm, segments)
