@@ -191,3 +191,17 @@ def test_tuned_nominal_warm_start_keeps_the_better_direction():
     best = min(scores, key=lambda d: scores[d].score)
     assert result.config.network.nominal == best and result.net.config.nominal == best
     assert result.net.nets["default"].log_lr.item() == pytest.approx(math.log(scores[best].lr), abs=1e-6)
+
+
+def test_cosine_meta_lr_decays_over_the_run(tmp_path):
+    from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
+
+    family = make_family("quadratic", {"dim": 3})
+    config = tiny_config(network=RICH_NET, meta_lr_schedule="cosine", meta_iterations=6, meta_lr=1e-2)
+    meta_train(family, config, checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    last_rate = saved["meta_optimizer"]["param_groups"][0]["lr"]
+    assert last_rate == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 5 / 6)))  # set before step 6 of 6
+    constant = meta_train(family, config.model_copy(update={"meta_lr_schedule": "constant"}), checkpoint_dir=tmp_path / "c")
+    saved = torch.load(tmp_path / "c" / CHECKPOINT_NAME, weights_only=True)
+    assert saved["meta_optimizer"]["param_groups"][0]["lr"] == 1e-2 and constant.iterations == 6

@@ -60,6 +60,12 @@ class MetaTrainConfig(BaseModel):
     unroll_length: int = Field(20, ge=1, le=100_000, description="Steps per truncated unroll.")
     meta_batch_size: int = Field(1, ge=1, le=4096, description="Tasks per meta-gradient step.")
     meta_lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the meta-optimizer.")
+    meta_lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="'cosine': the meta learning rate decays from meta_lr to 0 over the run (of "
+        "meta_iterations, or of max_seconds when that ends first), which quiets the noisy "
+        "single-task meta-gradients late in the run.",
+    )
     meta_loss_log_weight: float = Field(
         0.0, ge=0, description="Per-step meta-loss is mean f + this * mean log f (scale invariance)."
     )

@@ -251,6 +251,9 @@ def _meta_train(
                 meta_loss.backward()
                 finite = _meta_gradient_is_finite(run.net)
             if finite:
+                if config.meta_lr_schedule == "cosine":
+                    for group in run.meta_optimizer.param_groups:
+                        group["lr"] = config.meta_lr * 0.5 * (1 + math.cos(math.pi * run_fraction()))
                 if config.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(run.net.parameters(), config.grad_clip_norm)
                 run.meta_optimizer.step()

@@ -35,6 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "final_loss_steps": 20,
         "validation_metric": "final_loss_mean",
         "meta_lr": 1e-3,
+        "meta_lr_schedule": "cosine",
         "grad_clip_norm": 1.0,
         "validation_every": 25,
         "validation_tasks": 8,
