@@ -20,6 +20,7 @@ from torch.utils import benchmark
 from l2l_plugin import LearnedOptimizer
 from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
+from l2l_plugin.training.presets import PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
@@ -44,11 +45,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
     parser.add_argument("--min-run-time", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both optimizers")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="the recipe whose network is timed")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = OptimizerNetConfig()  # the paper's architecture: 2 layers of 20, log/sign input
+    # paper: 2 layers of 20 on log/sign input; l2l: the same LSTM with moment inputs and the nominal step.
+    config = OptimizerNetConfig.model_validate(PRESETS[args.preset].get("network", {}))
     manifest = OptimizerManifest(
         network=config, family="none", family_config={}, meta_training={}, provenance=Provenance(library_version="bench")
     )
@@ -68,7 +71,7 @@ def main() -> None:
         rows.append({"parameters": size, "learned_ms": learned_ms, "adam_ms": adam_ms, "fastest_adam": best,
                      "ratio": learned_ms / adam_ms[best]})
 
-    summary = {"command": " ".join(sys.argv), "machine": machine_info(), "rows": rows}
+    summary = {"command": " ".join(sys.argv), "machine": machine_info(), "preset": args.preset, "rows": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2))

@@ -39,6 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grad_clip_norm": 1.0,
         "validation_every": 25,
         "validation_tasks": 8,
+        "max_seconds": 1800,  # a family nobody tuned still gets an answer within 30 minutes
         "evaluation": {"tuning_tasks": 8, "lr_min": 1e-4, "lr_max": 10.0, "lr_points_per_decade": 3},
     },
 }
