@@ -4,6 +4,7 @@ jobs are queued and stored but not run (test_api_jobs.py runs them)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -338,12 +339,14 @@ def test_job_lookups_and_cancelling_a_queued_job(client) -> None:
     assert response.status_code == 200
     cancelled = response.json()
     assert cancelled["state"] == "cancelled" and cancelled["cancel_requested"] is True
-    assert cancelled["finished_at"] is not None
+    assert cancelled["finished_at"] is not None and cancelled["stop_reason"] == "cancelled"
+    assert cancelled["progress"]["phase"] is None  # it never started
     assert client.delete(f"/jobs/{job['id']}", headers=auth()).status_code == 200  # idempotent
 
     from mlflow import MlflowClient
 
-    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "KILLED"
+    run = MlflowClient().get_run(job["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["l2l.stop_reason"] == "cancelled"
     assert [j["id"] for j in client.get("/jobs", params={"state": "cancelled"}).json()["jobs"]] == [job["id"]]
     assert client.get("/jobs", params={"family": "quadratic", "limit": 1}).json()["limit"] == 1
 
@@ -369,6 +372,79 @@ def test_cancelling_a_running_job_is_a_request_to_its_worker(client) -> None:
     assert response.json()["state"] == "running" and response.json()["cancel_requested"] is True
     assert store.report_progress(job["id"], 1, iterations_done=3) == (True, True)  # what the worker sees
     assert store.report_progress(job["id"], 2, iterations_done=3) == (False, False)  # a stale attempt
+
+
+def _claimed_reporter(client):
+    from l2l_api.worker import JobProgressReporter
+
+    job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+    store = client.app.state.store
+    claimed = store.claim(0, os.getpid())
+    assert claimed is not None and claimed.id == job["id"]
+    return job, store, JobProgressReporter(store, claimed, os.getppid())  # its parent: this process's
+
+
+def test_a_workers_phases_and_stop_reason_reach_get_jobs(client) -> None:
+    from l2l_api.db import SUCCEEDED, JobResult
+    from l2l_plugin.pipeline import PhaseProgress
+
+    job, store, reporter = _claimed_reporter(client)
+
+    def progress() -> dict:
+        return client.get(f"/jobs/{job['id']}").json()
+
+    reporter.on_phase(PhaseProgress("meta-training"))
+    store.report_progress(job["id"], 1, iterations_done=4, iterations_total=6)
+    assert {"phase": "meta-training", "phase_done": 4, "phase_total": 6}.items() <= progress()["progress"].items()
+    reporter.on_phase(PhaseProgress("evaluating", 2, 5))
+    current = progress()
+    assert {"phase": "evaluating", "phase_done": 2, "phase_total": 5, "iterations_done": 4}.items() <= (
+        current["progress"].items()
+    )
+    assert current["message"] == "evaluating: 2 of 5 optimizers done" and current["stop_reason"] is None
+    reporter.on_phase(PhaseProgress("publishing"))
+    current = progress()
+    assert (current["progress"]["phase"], current["progress"]["phase_done"]) == ("publishing", None)
+    assert current["message"] == "publishing"
+    result = JobResult(optimizer_uri="models:/l2l-quadratic/1", model_name="l2l-quadratic", model_version="1")
+    assert store.finish(job["id"], 1, SUCCEEDED, message="done", result=result, stop_reason="time budget")
+    done = progress()
+    assert done["state"] == "succeeded" and done["stop_reason"] == "time budget"
+    assert done["result"]["stop_reason"] == "time budget" and done["progress"]["phase"] == "publishing"
+
+
+def test_a_job_cancelled_during_evaluation_stops_at_the_next_optimizer(client) -> None:
+    from l2l_plugin.pipeline import PhaseProgress
+    from l2l_plugin.training import MetaTrainingCancelled
+
+    job, _, reporter = _claimed_reporter(client)
+    reporter.on_phase(PhaseProgress("evaluating", 1, 5))  # not cancelled: goes on
+    assert client.delete(f"/jobs/{job['id']}", headers=auth()).status_code == 202
+    with pytest.raises(MetaTrainingCancelled, match=r"cancelled while evaluating \(2/5\)"):
+        reporter.on_phase(PhaseProgress("evaluating", 2, 5))
+
+
+def test_a_job_store_from_before_the_phase_columns_gets_them(tmp_path: Path) -> None:
+    from sqlalchemy import inspect, text
+
+    from l2l_api.db import ADDED_COLUMNS, JobStore
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    old = JobStore(url)
+    old.create("a" * 32, "quadratic", {}, {}, True, 6, None)
+    with old.engine.begin() as connection:
+        for name in ADDED_COLUMNS:
+            connection.execute(text(f"ALTER TABLE l2l_jobs DROP COLUMN {name}"))
+    old.dispose()
+    store = JobStore(url)
+    columns = {column["name"] for column in inspect(store.engine).get_columns("l2l_jobs")}
+    assert set(ADDED_COLUMNS) <= columns
+    job = store.get("a" * 32)
+    assert job is not None and job.phase is None and job.stop_reason is None
+    claimed = store.claim(0, 1)
+    assert claimed is not None
+    assert store.report_progress(claimed.id, 1, phase="evaluating", phase_done=1, phase_total=3) == (True, False)
+    assert (store.get(claimed.id).phase_done, store.get(claimed.id).phase_total) == (1, 3)
 
 
 # -- registered optimizers (nothing registered in this store) -------------------------------------
@@ -459,7 +535,7 @@ def test_a_job_interrupted_too_often_is_failed_with_the_reason(mlflow_dir: Path,
         client.app.state.store.requeue = lambda *args, **kwargs: True
     with api_client(data, workers=0, token=TOKEN, max_resumes=0) as client:
         failed = client.get(f"/jobs/{job['id']}").json()
-    assert failed["state"] == "failed"
+    assert failed["state"] == "failed" and failed["stop_reason"] == "interrupted too often"
     assert failed["error"] == (
         "the service stopped while this job was running (interruption 1; L2L_API_MAX_RESUMES=0): "
         "not resumed again"
@@ -498,13 +574,15 @@ def test_a_cancellation_not_honoured_in_time_stops_the_worker(client) -> None:
     time.sleep(0.05)
     pool._enforce_limits()
     done = client.get(f"/jobs/{job['id']}").json()
-    assert done["state"] == "cancelled"
+    assert done["state"] == "cancelled" and done["stop_reason"] == "cancelled"
     assert done["message"].startswith("cancelled: the worker was stopped after 0.01 s")
 
 
-def test_an_attempt_over_the_time_limit_fails(client) -> None:
+def test_an_attempt_over_the_time_limit_fails(client, caplog) -> None:
+    import logging
     import time
 
+    caplog.set_level(logging.INFO, logger="l2l_api")
     job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
     client.app.state.store.claim(0, 999_999)
     pool = client.app.state.pool
@@ -513,7 +591,13 @@ def test_an_attempt_over_the_time_limit_fails(client) -> None:
     pool._enforce_limits()
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["state"] == "failed" and done["error"].startswith("exceeded the job time limit of 0.01 s")
+    assert done["stop_reason"] == "job time limit"
 
     from mlflow import MlflowClient
 
-    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "FAILED"
+    run = MlflowClient().get_run(job["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["l2l.stop_reason"] == "job time limit"
+    # The service log's line for the job's end: state, duration, stop reason, version, promotion.
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith(f"job {job['id']} failed:"))
+    assert "duration " in line and "stop reason job time limit" in line
+    assert "version none, promoted -" in line and "error: exceeded the job time limit" in line

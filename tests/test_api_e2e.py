@@ -82,6 +82,11 @@ def test_meta_train_over_http_then_load_in_another_process(service, tmp_path: Pa
     assert done["state"] == "succeeded", (done, live.log())
     uri = done["result"]["optimizer_uri"]
     assert uri == f"models:/l2l-quadratic/{done['result']['model_version']}"
+    # The service log says how the job ended, in one line.
+    promoted = "yes" if done["result"]["promoted"] else "no"
+    ended = next(line for line in live.log().splitlines() if f"job {job['id']} succeeded:" in line)
+    assert "stop reason completed" in ended and "meta-iterations 6/6" in ended
+    assert f"version l2l-quadratic/{done['result']['model_version']}, promoted {promoted}" in ended
 
     status, detail = live.request("GET", f"/optimizers/quadratic/{done['result']['model_version']}")
     assert status == 200 and detail["load_uri"] == uri
@@ -165,3 +170,8 @@ def test_a_killed_service_resumes_its_running_job_after_a_restart(service) -> No
     done = wait_for(lambda: restarted.job(job["id"]), lambda j: j["state"] in TERMINAL, 60, 0.2)
     assert done["state"] == "cancelled", done
     assert done["progress"]["iterations_done"] > checkpoint_iteration
+    ended = wait_for(
+        lambda: {"log": restarted.log()}, lambda log: f"job {job['id']} cancelled:" in log["log"], 10, 0.2
+    )["log"]
+    line = next(line for line in ended.splitlines() if f"job {job['id']} cancelled:" in line)
+    assert "attempt 2, stop reason cancelled" in line and "promoted -" in line

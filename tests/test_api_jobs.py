@@ -1,6 +1,6 @@
 """Jobs run by a real worker process (TestClient app with workers=1): success with and without
-registering, the optimizer endpoints on the version it made, cancellation, and a worker that
-dies. (The pool's cancel-grace and time-limit checks are tested without a worker in test_api.py.)"""
+registering (the latter stopped by its time budget), the phases and stop reasons they report,
+the optimizer endpoints on the version it made, cancellation, and a worker that dies. (The pool's cancel-grace and time-limit checks are tested without a worker in test_api.py.)"""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ def test_a_job_runs_in_a_worker_and_registers_a_version(client, registered_job) 
     assert result["registered"] is True and result["model_name"] == "l2l-quadratic"
     assert result["optimizer_uri"] == f"models:/l2l-quadratic/{result['model_version']}"
     assert isinstance(result["promoted"], bool) and result["promotion_reason"]
+    assert job["stop_reason"] == result["stop_reason"] == "completed"
+    assert (job["progress"]["phase"], job["progress"]["phase_done"]) == ("publishing", None)  # its last phase
 
     from mlflow import MlflowClient
 
@@ -80,6 +82,12 @@ def test_a_job_runs_in_a_worker_and_registers_a_version(client, registered_job) 
     assert run.info.status == "FINISHED"
     assert "meta_loss" in run.data.metrics and "eval.learned.final_loss_mean" in run.data.metrics
     assert run.data.tags["l2l.registered_version"] == result["model_version"]
+    tags = run.data.tags
+    assert (tags["l2l.phase"], tags["l2l.phase_progress"], tags["l2l.stop_reason"]) == (
+        "publishing",
+        "5/5",  # the learned optimizer and the four tuned baselines, reported as they finished
+        "completed",
+    )
 
 
 def test_optimizer_endpoints_on_the_registered_version(client, registered_job, tmp_path: Path) -> None:
@@ -122,12 +130,20 @@ def test_optimizer_endpoints_on_the_registered_version(client, registered_job, t
     assert isinstance(optimizer, LearnedOptimizer)
 
 
-def test_an_unregistered_job_keeps_its_optimizer_in_its_run(client) -> None:
-    job = finished(client, submit(client, register=False)["id"])
+def test_an_unregistered_job_stopped_by_its_budget_keeps_its_optimizer_in_its_run(client) -> None:
+    budget = {**tiny_request()["meta_overrides"], "meta_iterations": 20_000, "max_seconds": 2}
+    job = finished(client, submit(client, register=False, meta_overrides=budget)["id"])
     assert job["state"] == "succeeded", job
     result = job["result"]
     assert result["registered"] is False and result["model_version"] is None
     assert result["optimizer_uri"] == f"runs:/{job['mlflow_run_id']}/optimizer"
+    assert job["stop_reason"] == result["stop_reason"] == "time budget"
+    assert 0 < job["progress"]["iterations_done"] < 20_000 and job["progress"]["phase"] == "publishing"
+
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_run(job["mlflow_run_id"]).data.tags
+    assert (tags["l2l.stop_reason"], tags["l2l.phase"]) == ("time budget", "publishing")
     from l2l_registry import load_optimizer
 
     theta = torch.zeros(4, requires_grad=True)
@@ -143,10 +159,12 @@ def test_cancelling_a_running_job_stops_its_worker_run(client) -> None:
     assert done["state"] == "cancelled", done
     assert done["message"].startswith("cancelled: cancelled at meta-iteration")
     assert done["progress"]["iterations_done"] < 5000
+    assert done["stop_reason"] == "cancelled" and done["progress"]["phase"] == "meta-training"
 
     from mlflow import MlflowClient
 
-    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "KILLED"
+    run = MlflowClient().get_run(job["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["l2l.stop_reason"] == "cancelled"
 
 
 def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
@@ -158,9 +176,11 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
     done = finished(client, job["id"], 30)
     assert done["state"] == "failed"
     assert done["error"] == "the worker process running this job ended unexpectedly (killed by SIGKILL)"
+    assert done["stop_reason"] == "worker died"
 
     from mlflow import MlflowClient
 
-    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "FAILED"
+    run = MlflowClient().get_run(job["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["l2l.stop_reason"] == "worker died"
     health = wait_for(lambda: client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
     assert health["workers"]["processes"][0]["pid"] != worker["pid"]
