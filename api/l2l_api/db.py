@@ -165,16 +165,22 @@ ADDED_COLUMNS = ("phase", "phase_done", "phase_total", "stop_reason")
 
 def add_missing_columns(engine: Engine) -> list[str]:
     """ALTER TABLE ... ADD COLUMN for every ADDED_COLUMNS column the table lacks; returns them."""
-    existing = {column["name"] for column in inspect(engine).get_columns(JobRow.__tablename__)}
+    def existing() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns(JobRow.__tablename__)}
+
     added = []
-    with engine.begin() as connection:
-        for name in ADDED_COLUMNS:
-            if name in existing:
-                continue
-            column = JobRow.__table__.columns[name]
-            kind = column.type.compile(dialect=engine.dialect)
-            connection.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {kind}"))
-            added.append(name)
+    for name in ADDED_COLUMNS:
+        if name in existing():
+            continue
+        kind = JobRow.__table__.columns[name].type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {kind}"))
+        except Exception:
+            if name not in existing():  # not another process adding it at the same moment
+                raise
+            continue
+        added.append(name)
     return added
 
 

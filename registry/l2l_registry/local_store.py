@@ -41,13 +41,18 @@ def registry_uri_cheaply(store: Store | None) -> str | None:
     If mlflow is not imported, nothing in this process has called ``mlflow.set_*_uri``: the
     environment and the embedded default are the whole story (``store.resolve_store``'s order).
     """
-    if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true") or os.environ.get("MLFLOW_WORKSPACE"):
+    workspaces = os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true")
+    if workspaces or os.environ.get("MLFLOW_WORKSPACE"):
         return None  # versions live in a workspace this module does not resolve
     if store is not None:
         return store.registry_uri
     if "mlflow" in sys.modules:
         return resolve_store().registry_uri
-    return os.environ.get("MLFLOW_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI") or embedded_store().registry_uri
+    return (
+        os.environ.get("MLFLOW_REGISTRY_URI")
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or embedded_store().registry_uri
+    )
 
 
 def _sqlite_path(registry_uri: str) -> Path | None:
@@ -94,7 +99,8 @@ def _optimizer_dir_of_model(model_dir: Path) -> Path | None:
         return None
     with mlmodel.open() as handle:
         spec = yaml.safe_load(handle) or {}
-    entry = (((spec.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get(OPTIMIZER_ARTIFACT)
+    pyfunc = (spec.get("flavors") or {}).get("python_function") or {}
+    entry = (pyfunc.get("artifacts") or {}).get(OPTIMIZER_ARTIFACT)
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
         return None
     directory = (model_dir / entry["path"]).resolve()
