@@ -142,10 +142,11 @@ class PhaseDisplay:
     """The run's phases on the terminal: a meta-training bar, then an evaluation bar (optimizers
     done / total), then a line per later phase (the registry's publishing)."""
 
-    def __init__(self, total_iterations: int, quiet: bool = False, also: PhaseHook | None = None) -> None:
+    def __init__(self, total_iterations: int | None, quiet: bool = False, also: PhaseHook | None = None) -> None:
+        """``total_iterations`` None: no meta-training (``l2l evaluate``), no bar for it."""
         self.quiet = quiet
         self.also = also
-        self.training = _MetaTrainingBar(total_iterations, quiet)
+        self.training = _MetaTrainingBar(total_iterations, quiet) if total_iterations is not None else None
         self.evaluation: Any = None
 
     def __call__(self, progress: PhaseProgress) -> None:
@@ -153,7 +154,8 @@ class PhaseDisplay:
             self.also(progress)
         if progress.phase == PHASE_META_TRAINING:
             return
-        self.training.close()
+        if self.training is not None:
+            self.training.close()
         if progress.phase == PHASE_EVALUATING:
             if self.evaluation is None:
                 from tqdm.auto import tqdm
@@ -168,7 +170,8 @@ class PhaseDisplay:
             print(f"{progress.describe()} …", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self.training.close()
+        if self.training is not None:
+            self.training.close()
         if self.evaluation is not None:
             self.evaluation.close()
 
@@ -199,6 +202,7 @@ def cmd_meta_train(
     family = make_family(args.family, family_config)
     total = resolve_meta_train_config(family, overrides).meta_iterations
     display = PhaseDisplay(total, quiet=args.quiet, also=on_phase)
+    assert display.training is not None
     try:
         outcome = meta_train_and_evaluate(
             args.family, family_config, overrides, args.out, [display.training, *callbacks], on_phase=display
@@ -217,13 +221,18 @@ def _meta_train_command(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_trained(
-        args.directory,
-        args.family,
-        parse_assignments(args.set) if args.set else None,
-        parse_assignments(args.eval),
-        args.steps,
-    )
+    display = PhaseDisplay(None, quiet=args.quiet)
+    try:
+        report = evaluate_trained(
+            args.directory,
+            args.family,
+            parse_assignments(args.set) if args.set else None,
+            parse_assignments(args.eval),
+            args.steps,
+            on_phase=display,
+        )
+    finally:
+        display.close()
     _print_report(report)
     if args.out:
         json_path, plot_path = write_evaluation(report, Path(args.out))
@@ -259,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--eval", action="append", default=[], metavar="KEY=VALUE", help="evaluation config field")
     evaluate.add_argument("--steps", type=int, help="optimizee steps (default: the meta-training horizon)")
     evaluate.add_argument("--out", type=Path, help="write evaluation.json and the plot here")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     _load_extensions(commands)

@@ -174,8 +174,12 @@ def evaluate_trained(
     evaluation: Mapping[str, Any] | None = None,
     steps: int | None = None,
     device: str = "auto",
+    on_phase: PhaseHook | None = None,
 ) -> EvaluationReport:
-    """Evaluate saved files on their own family, or on another config (generalisation)."""
+    """Evaluate saved files on their own family, or on another config (generalisation).
+
+    ``on_phase`` hears ``evaluating`` with the optimizers done / total, as in meta_train_and_evaluate.
+    """
     trained = load_trained_optimizer(optimizer_dir)
     manifest = trained.manifest
     name = family_name or manifest.family
@@ -185,7 +189,17 @@ def evaluate_trained(
     eval_config = EvaluationConfig.model_validate(
         deep_merge(trained_config.evaluation.model_dump(), evaluation or {})
     )
+    if on_phase is not None:
+        on_phase(PhaseProgress(PHASE_EVALUATING, 0, 1 + len(eval_config.baselines)))
     with cpu_threads(trained_config.cpu_threads):
         return evaluate(
-            trained.net, family, name, eval_config, steps or trained_config.evaluation_steps, resolve_device(device)
+            trained.net,
+            family,
+            name,
+            eval_config,
+            steps or trained_config.evaluation_steps,
+            resolve_device(device),
+            on_progress=None if on_phase is None else lambda done, total: on_phase(
+                PhaseProgress(PHASE_EVALUATING, done, total)
+            ),
         )

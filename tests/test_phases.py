@@ -81,6 +81,10 @@ def test_a_time_budget_stop_is_in_the_cli_summary_with_the_phases(tmp_path: Path
     manifest = json.loads((tmp_path / "run" / "optimizer" / "optimizer.json").read_text())
     assert manifest["provenance"]["stop_reason"] == "time budget"
     assert manifest["provenance"]["meta_iterations"] == done
+    # `l2l evaluate` shows the evaluation's progress the same way.
+    assert l2l_main(["evaluate", str(tmp_path / "run" / "optimizer"), "--eval", 'baselines=["sgd"]']) == 0
+    err = capsys.readouterr().err
+    assert "evaluating: 100%" in err and "2/2" in err and "meta-training" not in err
 
 
 def test_a_registered_run_is_tagged_with_its_phase_and_stop_reason(store: Path, tmp_path: Path, capsys) -> None:
