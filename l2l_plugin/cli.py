@@ -133,9 +133,8 @@ class _MetaTrainingBar(TqdmProgress):
     """TqdmProgress labelled with the phase's name."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=PHASE_META_TRAINING, unit="it", mininterval=1.0, disable=quiet)
+        super().__init__(total, disable=quiet, delay=0.01)  # first drawn once the label below is set
+        self.bar.set_description(PHASE_META_TRAINING, refresh=False)
 
 
 class PhaseDisplay:
