@@ -91,7 +91,7 @@ class JobProgressReporter(MetaTrainCallback):
             self.lost = True
         return self.lost or self.cancelled
 
-    def check(self, where: str = "after meta-training", **progress: object) -> None:
+    def check(self, where: str = "before publishing", **progress: object) -> None:
         """Between phases and evaluated optimizers: write ``progress``, raise if the job should stop."""
         if self.parent_gone():
             raise JobLost("the service stopped")
