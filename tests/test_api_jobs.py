@@ -180,7 +180,12 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
 
     from mlflow import MlflowClient
 
-    run = MlflowClient().get_run(job["mlflow_run_id"])
-    assert run.info.status == "FAILED" and run.data.tags["l2l.stop_reason"] == "worker died"
+    # The supervisor ends the MLflow run just after it has failed the job record.
+    run = wait_for(
+        lambda: MlflowClient().get_run(job["mlflow_run_id"]).to_dictionary(),
+        lambda run: run["info"]["status"] != "RUNNING",
+        10,
+    )
+    assert run["info"]["status"] == "FAILED" and run["data"]["tags"]["l2l.stop_reason"] == "worker died"
     health = wait_for(lambda: client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
     assert health["workers"]["processes"][0]["pid"] != worker["pid"]

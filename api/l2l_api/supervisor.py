@@ -208,7 +208,6 @@ class WorkerPool:
         self, job: Job, state: str, error: str | None, stop_reason: str, message: str | None = None
     ) -> None:
         if self.store.finish(job.id, job.attempt, state, error=error, message=message, stop_reason=stop_reason):
-            log_job_end(logger, self.store, job.id)
             from l2l_api import registry_adapter
 
             try:
@@ -217,3 +216,4 @@ class WorkerPool:
                 )
             except Exception:  # noqa: BLE001 - the job record is what matters; the run stays RUNNING
                 logger.exception("could not end MLflow run %s of job %s", job.mlflow_run_id, job.id)
+            log_job_end(logger, self.store, job.id)
