@@ -173,6 +173,27 @@ def test_server_paths_in_a_family_config_are_refused(client) -> None:
     assert error["loc"] == ["body", "family_config", "data_dir"] and error["type"] == "server_only"
 
 
+def test_server_paths_and_invalid_values_in_a_family_distribution_are_refused(client) -> None:
+    from helpers import TINY_META
+
+    smuggled = {**TINY_META, "family_distribution": {"data_dir": {"choices": ["/etc"]}}}
+    body = tiny_request(family="mnist_mlp", family_config={}, meta_overrides=smuggled)
+    response = client.post("/meta-train", json=body, headers=auth())
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][-2:] == ["family_distribution", "data_dir"] and error["type"] == "server_only"
+
+    invalid = {**TINY_META, "family_distribution": {"dim": {"choices": [3, 0]}}}
+    response = client.post("/meta-train", json=tiny_request(meta_overrides=invalid), headers=auth())
+    assert response.status_code == 422
+    assert "dim: 0 is not valid" in response.json()["detail"][0]["msg"]
+
+    too_long = {**TINY_META, "horizon_curriculum": [10, 10**5], "unroll_length": 5}
+    response = client.post("/meta-train", json=tiny_request(meta_overrides=too_long), headers=auth())
+    assert response.status_code == 422
+    assert any(error["loc"][-1] == "horizon_curriculum" for error in response.json()["detail"])
+
+
 def test_meta_override_errors_are_422_together_with_family_errors(client) -> None:
     body = tiny_request(family_config={"dim": -1}, meta_overrides={"horizon": 7, "unroll_length": 5})
     detail = client.post("/meta-train", json=body, headers=auth()).json()["detail"]

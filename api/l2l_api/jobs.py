@@ -28,6 +28,7 @@ from l2l_api.schemas import MetaTrainRequest
 from l2l_api.settings import Settings
 from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
 from l2l_plugin.pipeline import CHECKPOINT_DIR, STOP_CANCELLED
+from l2l_plugin.training.distribution import check_distribution
 from l2l_plugin.training.presets import meta_train_recipe
 from l2l_plugin.training import MetaTrainConfig, resolve_device
 from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
@@ -54,6 +55,28 @@ class ValidatedRequest:
     meta_overrides: dict[str, Any]
     register: bool
     iterations: int
+
+
+def distribution_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings) -> list[dict[str, Any]]:
+    """``family_distribution`` draws family configs: server-only fields stay off it, and every
+    value it can draw must be valid for the family (422 now, not a failed job later)."""
+    location = ["body", "meta_overrides", "family_distribution"]
+    errors = [
+        {
+            "type": "server_only",
+            "loc": [*location, name],
+            "msg": "this field is set on the server only (L2L_API_SERVER_ONLY_FAMILY_FIELDS)",
+            "input": name,
+        }
+        for name in config.family_distribution
+        if name in settings.server_only_family_fields
+    ]
+    if not errors:
+        try:
+            check_distribution(family, config.family_distribution)
+        except ValueError as exc:
+            errors.append({"type": "value_error", "loc": location, "msg": str(exc), "input": None})
+    return errors
 
 
 def validate_request(request: MetaTrainRequest, settings: Settings) -> ValidatedRequest:
@@ -86,7 +109,7 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
         errors += field_errors(exc, "body", "meta_overrides")
     if errors:
         raise RequestValidationError(errors)
-    if errors := limit_errors(config, settings):
+    if errors := limit_errors(config, settings) + distribution_errors(family, config, settings):
         raise RequestValidationError(errors)
     try:
         resolve_device(config.device)

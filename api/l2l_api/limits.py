@@ -52,14 +52,36 @@ def limit_errors(config: MetaTrainConfig, settings: Settings) -> list[dict[str, 
                     "ctx": {"limit": limit},
                 }
             )
-    if config.evaluation.steps is None and config.horizon > settings.max_evaluation_steps:
+    if config.longest_horizon > settings.max_horizon and config.horizon <= settings.max_horizon:
+        errors.append(
+            {
+                "type": "limit_exceeded",
+                "loc": ["body", "meta_overrides", "horizon_curriculum"],
+                "msg": f"a curriculum horizon of {config.longest_horizon} exceeds this service's limit of "
+                f"{settings.max_horizon:g} (set by {settings.model_config['env_prefix']}MAX_HORIZON)",
+                "input": config.longest_horizon,
+                "ctx": {"limit": settings.max_horizon},
+            }
+        )
+    if config.validation_steps > settings.max_evaluation_steps:
+        errors.append(
+            {
+                "type": "limit_exceeded",
+                "loc": ["body", "meta_overrides", "validation_horizon"],
+                "msg": f"validation runs {config.validation_steps} steps, above this service's limit of "
+                f"{settings.max_evaluation_steps}",
+                "input": config.validation_steps,
+                "ctx": {"limit": settings.max_evaluation_steps},
+            }
+        )
+    if config.evaluation.steps is None and config.longest_horizon > settings.max_evaluation_steps:
         errors.append(
             {
                 "type": "limit_exceeded",
                 "loc": ["body", "meta_overrides", "horizon"],
-                "msg": f"evaluation runs horizon={config.horizon} steps, above this service's limit of "
+                "msg": f"evaluation runs horizon={config.longest_horizon} steps, above this service's limit of "
                 f"{settings.max_evaluation_steps}",
-                "input": config.horizon,
+                "input": config.longest_horizon,
                 "ctx": {"limit": settings.max_evaluation_steps},
             }
         )
