@@ -19,7 +19,9 @@ class GroupRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the group's LSTM."
+    )
     pattern: str = Field(min_length=1, description="Regular expression searched in the parameter name.")
 
     @field_validator("pattern")

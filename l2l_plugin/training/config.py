@@ -32,7 +32,9 @@ class EvaluationConfig(BaseModel):
         description="When a tuned rate lands on an edge of the grid, extend the grid by a decade on "
         "that side and tune again, at most this many times (the report says if it still ends on an edge).",
     )
-    baselines: tuple[BaselineName, ...] = ("sgd", "nag", "rmsprop", "adam")
+    baselines: tuple[BaselineName, ...] = Field(
+        ("sgd", "nag", "rmsprop", "adam"), description="Hand-designed optimizers to compare with, each tuned."
+    )
     nag_momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum of the NAG baseline.")
 
     @model_validator(mode="after")

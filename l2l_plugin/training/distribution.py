@@ -23,7 +23,9 @@ class Choice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    choices: tuple[JsonValue, ...] = Field(min_length=1, max_length=1000)
+    choices: tuple[JsonValue, ...] = Field(
+        min_length=1, max_length=1000, description="The values a trajectory may draw, each as likely."
+    )
 
 
 class Range(BaseModel):
@@ -31,10 +33,10 @@ class Range(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    low: float = Field(allow_inf_nan=False)
-    high: float = Field(allow_inf_nan=False)
-    log: bool = False
-    integer: bool = False
+    low: float = Field(allow_inf_nan=False, description="Smallest value drawn.")
+    high: float = Field(allow_inf_nan=False, description="Largest value drawn.")
+    log: bool = Field(False, description="Uniform in log space (low must be > 0).")
+    integer: bool = Field(False, description="Whole numbers only (for integer fields).")
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
