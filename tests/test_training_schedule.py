@@ -50,6 +50,9 @@ def test_bad_distributions_are_clear_errors():
         check_distribution(family, {"dims": Choice(choices=(3,))})
     with pytest.raises(ValueError, match="family_distribution.dim: 0 is not valid"):
         check_distribution(family, {"dim": Choice(choices=(3, 0))})
+    with pytest.raises(ValueError, match="family_distribution.dim: .* is not valid"):  # draws would be fractional
+        check_distribution(family, {"dim": Range(low=2, high=4)})
+    check_distribution(family, {"dim": Range(low=2, high=4, integer=True)})
     with pytest.raises(ValidationError, match="below low"):
         MetaTrainConfig.model_validate({"family_distribution": {"dim": {"low": 5, "high": 2}}})
     with pytest.raises(ValueError, match="no field"):
@@ -78,8 +81,11 @@ def test_curriculum_and_truncation_offsets():
         {"horizon_curriculum": [20, 40, 80], "unroll_length": 20, "meta_iterations": 90}
     )
     assert [config.horizon_at(f) for f in (0.0, 0.34, 0.7, 1.0)] == [20, 40, 80, 80]
-    assert config.longest_horizon == 100  # horizon (100) is still the longest
-    assert config.validation_steps == 100 and config.evaluation_steps == 100
+    assert config.longest_horizon == 80  # the curriculum replaces horizon (100)
+    assert config.validation_steps == 80 and config.evaluation_steps == 80
+    MetaTrainConfig.model_validate({"horizon_curriculum": [30, 60], "unroll_length": 30})  # horizon 100 unchecked
+    whole = MetaTrainConfig.model_validate({"unroll_length": None, "horizon": 70})
+    assert unroll_lengths(whole, 70, 0) == [70]
     assert unroll_lengths(config, 80, 0) == [20, 20, 20, 20]
 
     offset = config.model_copy(update={"random_unroll_offset": True})
@@ -205,3 +211,16 @@ def test_cosine_meta_lr_decays_over_the_run(tmp_path):
     constant = meta_train(family, config.model_copy(update={"meta_lr_schedule": "constant"}), checkpoint_dir=tmp_path / "c")
     saved = torch.load(tmp_path / "c" / CHECKPOINT_NAME, weights_only=True)
     assert saved["meta_optimizer"]["param_groups"][0]["lr"] == 1e-2 and constant.iterations == 6
+
+
+def test_unrolls_without_weight_take_no_meta_step(tmp_path):
+    from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
+
+    family = make_family("quadratic", {"dim": 3})
+    config = tiny_config(network=RICH_NET, horizon=10, unroll_length=5, final_loss_steps=5, meta_iterations=4)
+    result = meta_train(family, config, checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    iterations, trajectories = saved["counters"][:2]
+    # Only the second unroll of each 10-step trajectory has weight: one meta-step per trajectory.
+    assert result.iterations == iterations == 4 and trajectories == 4
+    assert all(math.isfinite(h["meta_loss"]) and h["meta_loss"] > 0 for h in result.history if "meta_loss" in h)

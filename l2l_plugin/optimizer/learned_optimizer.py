@@ -19,6 +19,10 @@ _LSTM_KEY = "lstm_state"
 _MOMENTS_KEY = "moments"
 
 
+def _as_float(value: torch.Tensor | None) -> torch.Tensor | None:
+    return None if value is None else value.float()
+
+
 class LearnedOptimizer(Optimizer):
     """Apply a meta-trained coordinatewise LSTM to the parameters of any model.
 
@@ -66,7 +70,8 @@ class LearnedOptimizer(Optimizer):
 
     def _net_on(self, device: torch.device) -> LSTMOptimizerNet:
         """The net on ``device``: a copy per device, so a net shared with others never moves."""
-        if (net := self._nets.get(device)) is None:
+        net = self._nets.get(device)
+        if net is None or next(net.parameters()).device != device:  # the shared net may have moved
             net = self.net if next(self.net.parameters()).device == device else copy.deepcopy(self.net).to(device)
             self._nets[device] = net
         return net
@@ -83,8 +88,8 @@ class LearnedOptimizer(Optimizer):
                 "or step(loss=loss)"
             )
 
-        # Coordinates of every parameter group meet in one LSTM call per net group, so global
-        # averaging cells average over the whole model, as in meta-training.
+        # Coordinates of every parameter group meet in one LSTM call per net group (and device),
+        # so global averaging cells average over the whole model, as in meta-training.
         members: dict[tuple[str, torch.device], list[tuple[torch.Tensor, float]]] = {}
         for group in self.param_groups:
             for index, param in enumerate(group["params"]):
@@ -110,7 +115,8 @@ class LearnedOptimizer(Optimizer):
             sizes = [p.numel() for p in params]
             grad = torch.cat([p.grad.reshape(-1).float() for p in params])
             coordinate_state = CoordinateState.cat(
-                [CoordinateState(self.state[p][_LSTM_KEY].float(), self.state[p].get(_MOMENTS_KEY)) for p in params]
+                # float(): Optimizer.load_state_dict casts state to each parameter's dtype.
+                [CoordinateState(self.state[p][_LSTM_KEY].float(), _as_float(self.state[p].get(_MOMENTS_KEY))) for p in params]
             )
             step_counts = [self.state[p]["step"] for p in params]
             if all(bool(count == step_counts[0]) for count in step_counts):

@@ -3,8 +3,8 @@
 Coordinates are columns of a batch (feature-major: every feature, gate and hidden unit is one
 contiguous row over all coordinates, which keeps the elementwise work vectorised), so the
 weights are shared and the state is per coordinate.
-Several optimizees (a meta-batch of tasks) may share one call: ``segments`` says which rows
-belong to which optimizee, so global averaging cells and the loss input stay per optimizee.
+Several optimizees (a meta-batch of tasks) may share one call: ``segments`` says which
+coordinates belong to which optimizee, so global averaging cells and the loss input stay per optimizee.
 
 :meth:`LSTMOptimizerNet.forward` is the one functional core of the optimizer (features →
 LSTM layers → update): meta-training's rollout and the ``torch.optim`` drop-in both call it.
@@ -42,14 +42,10 @@ class Segments:
 
 @dataclass(frozen=True)
 class CoordinateState:
-    """Everything the optimizer keeps per coordinate (rows are coordinates)."""
+    """Everything the optimizer keeps per coordinate (the last dimension indexes coordinates)."""
 
     lstm: torch.Tensor  # (2·layers, hidden, N): h and c of each layer
     moments: torch.Tensor | None  # (len(momentum_decays) + 1, N): first moments, then v; None if unused
-
-    @property
-    def coordinates(self) -> int:
-        return self.lstm.shape[2]
 
     def detach(self) -> CoordinateState:
         return CoordinateState(self.lstm.detach(), None if self.moments is None else self.moments.detach())
@@ -140,6 +136,7 @@ class _FusedLSTMCell(torch.autograd.Function):
         return h_new, c_new
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h, grad_c):  # noqa: ANN001, ANN205
         x, h, c, weight_ih, weight_hh, gates, tanh_c = ctx.saved_tensors
         i, f, g, o = gates.chunk(4)
@@ -189,7 +186,10 @@ class CoordinateLSTM(nn.Module):
         # Start from small steps (or, for 'nominal', from the nominal hand-designed step), so an
         # untrained optimizer does not blow the optimizee up.
         nn.init.zeros_(self.head.bias)
-        nn.init.normal_(self.head.weight, std=0.01)
+        if config.update == "nominal":
+            nn.init.zeros_(self.head.weight)  # exactly the nominal step until meta-training moves it
+        else:
+            nn.init.normal_(self.head.weight, std=0.01)
         if config.update == "nominal":
             self.log_lr = nn.Parameter(
                 torch.tensor(math.log(config.nominal_lr)), requires_grad=config.learn_nominal_lr

@@ -59,14 +59,16 @@ class MetaTrainConfig(BaseModel):
     seed: int = Field(0, ge=0, lt=2**31, description="Seeds the network init and the training task stream.")
     meta_iterations: int = Field(1000, ge=1, le=10_000_000, description="Meta-gradient steps (one per unroll).")
     horizon: int = Field(100, ge=1, le=100_000, description="Optimizee steps per trajectory (a fresh task each).")
-    unroll_length: int = Field(20, ge=1, le=100_000, description="Steps per truncated unroll.")
+    unroll_length: int | None = Field(
+        20, ge=1, le=100_000, description="Steps per truncated unroll; null: the whole horizon in one unroll."
+    )
     meta_batch_size: int = Field(1, ge=1, le=4096, description="Tasks per meta-gradient step.")
     meta_lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the meta-optimizer.")
     meta_lr_schedule: Literal["constant", "cosine"] = Field(
         "constant",
-        description="'cosine': the meta learning rate decays from meta_lr to 0 over the run (of "
-        "meta_iterations, or of max_seconds when that ends first), which quiets the noisy "
-        "single-task meta-gradients late in the run.",
+        description="'cosine': the meta learning rate decays from meta_lr to 0 over the run (by the "
+        "larger of the iteration and the max_seconds fraction: with a time budget the schedule, and so "
+        "the result, depends on the machine's speed), which quiets noisy single-task meta-gradients late.",
     )
     meta_loss_log_weight: float = Field(
         0.0, ge=0, description="Per-step meta-loss is mean f + this * mean log f (scale invariance)."
@@ -74,8 +76,9 @@ class MetaTrainConfig(BaseModel):
     horizon_curriculum: tuple[Annotated[int, Field(ge=1, le=100_000)], ...] = Field(
         (),
         max_length=16,
-        description="Horizons trained in turn, each for an equal share of the run (of meta_iterations, "
-        "or of max_seconds when that ends first), e.g. [100, 200, 400]; empty: horizon throughout.",
+        description="Horizons trained in turn instead of horizon, each for an equal share of the run "
+        "(the larger of the iteration and the max_seconds fraction, so with a time budget the switch "
+        "points depend on the machine's speed), e.g. [100, 200, 400]; empty: horizon throughout.",
     )
     random_unroll_offset: bool = Field(
         False,
@@ -146,8 +149,8 @@ class MetaTrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> MetaTrainConfig:
-        for horizon in (self.horizon, *self.horizon_curriculum):
-            if horizon % self.unroll_length and not self.random_unroll_offset:
+        for horizon in self.horizon_curriculum or (self.horizon,):
+            if self.unroll_length is not None and horizon % self.unroll_length and not self.random_unroll_offset:
                 raise ValueError(
                     f"horizon ({horizon}) must be a multiple of unroll_length ({self.unroll_length}), "
                     "unless random_unroll_offset is on"
@@ -179,7 +182,8 @@ class MetaTrainConfig(BaseModel):
 
     @property
     def longest_horizon(self) -> int:
-        return max(self.horizon, *self.horizon_curriculum) if self.horizon_curriculum else self.horizon
+        """The longest training horizon (the curriculum's last stage replaces ``horizon``)."""
+        return max(self.horizon_curriculum) if self.horizon_curriculum else self.horizon
 
     @property
     def validation_steps(self) -> int:

@@ -76,9 +76,12 @@ def check_distribution(family: TaskFamily, distribution: Mapping[str, FieldDistr
             raise ValueError(
                 f"family_distribution: {type(family).__name__} has no field {name!r}; fields: {', '.join(fields)}"
             )
-        values = spec.choices if isinstance(spec, Choice) else (spec.low, spec.high)
-        if isinstance(spec, Range) and spec.integer:
+        if isinstance(spec, Choice):
+            values = spec.choices
+        elif spec.integer:
             values = (math.ceil(spec.low), math.floor(spec.high))
+        else:  # the ends and a value in between that is not a whole number, as draws will be
+            values = (spec.low, spec.high, spec.low + (spec.high - spec.low) / math.pi)
         for value in values:
             try:
                 _with(family, {name: value})

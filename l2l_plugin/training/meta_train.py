@@ -81,13 +81,14 @@ def step_objective(losses: torch.Tensor, log_weight: float) -> torch.Tensor:
 
 def unroll_lengths(config: MetaTrainConfig, horizon: int, trajectory: int) -> list[int]:
     """The truncations of one trajectory: unroll_length each, the first one random if asked."""
-    first = config.unroll_length
+    unroll = config.unroll_length or horizon
+    first = unroll
     if config.random_unroll_offset:
-        first = 1 + int(torch.randint(config.unroll_length, (), generator=seeded_generator(config.seed, trajectory, 0x0FF5)))
+        first = 1 + int(torch.randint(unroll, (), generator=seeded_generator(config.seed, trajectory, 0x0FF5)))
     first = min(first, horizon)
     lengths = [first]
     while (covered := sum(lengths)) < horizon:
-        lengths.append(min(config.unroll_length, horizon - covered))
+        lengths.append(min(unroll, horizon - covered))
     return lengths
 
 
@@ -179,6 +180,7 @@ def _meta_train(
     callbacks: Sequence[MetaTrainCallback],
 ) -> MetaTrainResult:
     device = resolve_device(config.device)
+    check_distribution(family, config.family_distribution)  # before minutes of warm-start tuning
     config = choose_nominal(family, config, device)
     run = _Run(family, config, device)
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -188,7 +190,6 @@ def _meta_train(
         run.best_weights = copy.deepcopy(run.net.state_dict())
         run.history.append({"iteration": 0, "warm_start_lr": tuned})
 
-    check_distribution(family, config.family_distribution)
     validation_tasks = family.sample_stack(validation_seeds(config.validation_tasks))
     started = time.perf_counter()
     last_checkpoint = run.iteration
@@ -237,6 +238,13 @@ def _meta_train(
             if run.iteration >= config.meta_iterations:
                 break
             losses = batch.losses(step)
+            if not any(weights[step : step + unroll_length]):
+                # Nothing to learn from (final_loss_steps weights only the end): just move on.
+                for _ in range(unroll_length):
+                    batch.step(losses, track_meta_gradient=False)
+                    step += 1
+                    losses = batch.losses(step)
+                continue
             meta_loss = torch.zeros((), device=device)
             for _ in range(unroll_length):
                 batch.step(losses, track_meta_gradient=True)

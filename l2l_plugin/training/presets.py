@@ -12,6 +12,7 @@ by the validation tasks' mean final loss.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warm_start": "tuned_nominal",
         # One unroll per trajectory and a meta-loss on its last 20 steps: truncated sum-of-loss
         # unrolls made the warm-started optimizer worse at the final step (BENCHMARKS.md).
-        "unroll_length": 100,
+        "unroll_length": None,
         "final_loss_steps": 20,
         "validation_metric": "final_loss_mean",
         "meta_lr": 1e-3,
@@ -49,14 +50,15 @@ LIBRARY_DEFAULT_PRESET: PresetName = "l2l"
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
+    """``override`` over ``base``, nested mappings merged; a new structure that shares nothing."""
+    merged = copy.deepcopy(dict(base))
     for key, value in override.items():
         if isinstance(value, BaseModel):
             value = value.model_dump()
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
-            merged[key] = value
+            merged[key] = copy.deepcopy(value)
     return merged
 
 
@@ -78,5 +80,5 @@ def meta_train_recipe(family_defaults: Mapping[str, Any], overrides: Mapping[str
     overrides = dict(overrides or {})
     family_preset = family_defaults.get("preset", LIBRARY_DEFAULT_PRESET)
     preset = overrides.get("preset", family_preset)
-    base = deep_merge(family_defaults, {}) if preset == family_preset else {}
+    base = family_defaults if preset == family_preset else {}
     return deep_merge(base, {**overrides, "preset": preset})
