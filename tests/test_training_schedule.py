@@ -224,3 +224,13 @@ def test_unrolls_without_weight_take_no_meta_step(tmp_path):
     # Only the second unroll of each 10-step trajectory has weight: one meta-step per trajectory.
     assert result.iterations == iterations == 4 and trajectories == 4
     assert all(math.isfinite(h["meta_loss"]) and h["meta_loss"] > 0 for h in result.history if "meta_loss" in h)
+
+
+def test_tail_loss_validation_averages_the_last_steps():
+    from l2l_plugin.training.meta_train import validation_score
+
+    curve = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0, 3.0]])
+    config = MetaTrainConfig.model_validate({"validation_metric": "tail_loss_mean", "final_loss_steps": 2, "unroll_length": None})
+    assert validation_score(curve, config) == pytest.approx((2 + 1 + 2 + 3) / 4)
+    final = config.model_copy(update={"validation_metric": "final_loss_mean"})
+    assert validation_score(curve, final) == pytest.approx(2.0)

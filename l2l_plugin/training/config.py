@@ -122,10 +122,12 @@ class MetaTrainConfig(BaseModel):
     grad_clip_norm: float | None = Field(None, gt=0, description="Clip the meta-gradient's norm.")
     validation_every: int = Field(50, ge=1, description="Meta-iterations between validations.")
     validation_tasks: int = Field(16, ge=1, le=10_000, description="Fixed validation instances.")
-    validation_metric: Literal["meta_loss", "final_loss_mean", "final_loss_geomean"] = Field(
+    validation_metric: Literal["meta_loss", "final_loss_mean", "final_loss_geomean", "tail_loss_mean"] = Field(
         "meta_loss",
         description="What picks the best weights on the validation instances: the meta-loss averaged "
-        "over the horizon, or the mean / geometric mean of the final loss.",
+        "over the horizon, the mean / geometric mean of the final loss, or 'tail_loss_mean', the mean "
+        "loss over the last final_loss_steps steps (10 if unset): the final loss, with less of the "
+        "last minibatch's noise.",
     )
     checkpoint_every: int = Field(100, ge=1, description="Meta-iterations between checkpoints.")
     max_consecutive_nonfinite: int = Field(

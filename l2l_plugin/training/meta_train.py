@@ -99,6 +99,8 @@ def validation_score(curve: torch.Tensor, config: MetaTrainConfig) -> float:
         return float(final.mean())
     if config.validation_metric == "final_loss_geomean":
         return float(torch.exp(torch.log(final.clamp_min(1e-300)).mean()))
+    if config.validation_metric == "tail_loss_mean":
+        return float(curve[:, -(config.final_loss_steps or 10) :].double().mean())
     steps = range(1, curve.shape[1])
     return float(torch.stack([step_objective(curve[:, t], config.meta_loss_log_weight) for t in steps]).mean())
 
