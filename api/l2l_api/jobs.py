@@ -203,20 +203,19 @@ class JobService:
     def has_checkpoint(self, job: Job) -> bool:
         return (self.settings.jobs_dir / job.id / CHECKPOINT_DIR / CHECKPOINT_NAME).is_file()
 
+    def _finish_cancelled_at_shutdown(self, job: Job) -> None:
+        if self.store.finish(
+            job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)", stop_reason=STOP_CANCELLED
+        ):
+            _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+            log_job_end(logger, self.store, job.id)
+
     def recover_interrupted(self) -> list[Job]:
         """At start-up, before any worker runs: resume or fail every job left ``running``."""
         recovered = []
         for job in self.store.running():
             if job.cancel_requested_at is not None:
-                if self.store.finish(
-                    job.id,
-                    job.attempt,
-                    CANCELLED,
-                    message="cancelled (the service stopped first)",
-                    stop_reason=STOP_CANCELLED,
-                ):
-                    _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
-                    log_job_end(logger, self.store, job.id)
+                self._finish_cancelled_at_shutdown(job)
                 recovered.append(self._get(job.id))
                 continue
             where = (
@@ -247,15 +246,7 @@ class JobService:
         """A clean shutdown stopped the workers: their jobs go back to the queue, nothing counted."""
         for job in self.store.running():
             if job.cancel_requested_at is not None:
-                if self.store.finish(
-                    job.id,
-                    job.attempt,
-                    CANCELLED,
-                    message="cancelled (the service stopped first)",
-                    stop_reason=STOP_CANCELLED,
-                ):
-                    _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
-                    log_job_end(logger, self.store, job.id)
+                self._finish_cancelled_at_shutdown(job)
             else:
                 self.store.requeue(
                     job.id,

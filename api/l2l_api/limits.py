@@ -36,65 +36,41 @@ def _get(config: MetaTrainConfig, path: tuple[str, ...]) -> Any:
     return value
 
 
+def _limit_error(path: list[str], message: str, value: Any, limit: float) -> dict[str, Any]:
+    return {
+        "type": "limit_exceeded",
+        "loc": ["body", "meta_overrides", *path],
+        "msg": message,
+        "input": value,
+        "ctx": {"limit": limit},
+    }
+
+
 def limit_errors(config: MetaTrainConfig, settings: Settings) -> list[dict[str, Any]]:
     """Errors in FastAPI's 422 format for every knob above the service's limits."""
+    prefix = settings.model_config["env_prefix"]
     errors = []
     for path, field, limit in _limits(settings):
         value = _get(config, path)
         if value is not None and value > limit:
-            errors.append(
-                {
-                    "type": "limit_exceeded",
-                    "loc": ["body", "meta_overrides", *path],
-                    "msg": f"{value} exceeds this service's limit of {limit:g} "
-                    f"(set by {settings.model_config['env_prefix']}{field.upper()})",
-                    "input": value,
-                    "ctx": {"limit": limit},
-                }
-            )
-    if config.longest_horizon > settings.max_horizon and config.horizon <= settings.max_horizon:
-        errors.append(
-            {
-                "type": "limit_exceeded",
-                "loc": ["body", "meta_overrides", "horizon_curriculum"],
-                "msg": f"a curriculum horizon of {config.longest_horizon} exceeds this service's limit of "
-                f"{settings.max_horizon:g} (set by {settings.model_config['env_prefix']}MAX_HORIZON)",
-                "input": config.longest_horizon,
-                "ctx": {"limit": settings.max_horizon},
-            }
+            message = f"{value} exceeds this service's limit of {limit:g} (set by {prefix}{field.upper()})"
+            errors.append(_limit_error(list(path), message, value, limit))
+    longest, steps_limit = config.longest_horizon, settings.max_evaluation_steps
+    if longest > settings.max_horizon and config.horizon <= settings.max_horizon:
+        message = (
+            f"a curriculum horizon of {longest} exceeds this service's limit of "
+            f"{settings.max_horizon:g} (set by {prefix}MAX_HORIZON)"
         )
-    if config.validation_steps > settings.max_evaluation_steps:
-        errors.append(
-            {
-                "type": "limit_exceeded",
-                "loc": ["body", "meta_overrides", "validation_horizon"],
-                "msg": f"validation runs {config.validation_steps} steps, above this service's limit of "
-                f"{settings.max_evaluation_steps}",
-                "input": config.validation_steps,
-                "ctx": {"limit": settings.max_evaluation_steps},
-            }
-        )
-    if config.evaluation.steps is None and config.longest_horizon > settings.max_evaluation_steps:
-        errors.append(
-            {
-                "type": "limit_exceeded",
-                "loc": ["body", "meta_overrides", "horizon"],
-                "msg": f"evaluation runs horizon={config.longest_horizon} steps, above this service's limit of "
-                f"{settings.max_evaluation_steps}",
-                "input": config.longest_horizon,
-                "ctx": {"limit": settings.max_evaluation_steps},
-            }
-        )
+        errors.append(_limit_error(["horizon_curriculum"], message, longest, settings.max_horizon))
+    if config.validation_horizon is not None and config.validation_steps > steps_limit:
+        message = f"validation runs {config.validation_steps} steps, above this service's limit of {steps_limit}"
+        errors.append(_limit_error(["validation_horizon"], message, config.validation_steps, steps_limit))
+    if config.evaluation.steps is None and longest > steps_limit:
+        message = f"evaluation runs horizon={longest} steps, above this service's limit of {steps_limit}"
+        errors.append(_limit_error(["horizon"], message, longest, steps_limit))
     if len(config.network.groups) > MAX_GROUP_RULES:
-        errors.append(
-            {
-                "type": "limit_exceeded",
-                "loc": ["body", "meta_overrides", "network", "groups"],
-                "msg": f"at most {MAX_GROUP_RULES} group rules",
-                "input": len(config.network.groups),
-                "ctx": {"limit": MAX_GROUP_RULES},
-            }
-        )
+        message = f"at most {MAX_GROUP_RULES} group rules"
+        errors.append(_limit_error(["network", "groups"], message, len(config.network.groups), MAX_GROUP_RULES))
     return errors
 
 
