@@ -183,12 +183,12 @@ def _meta_train(
 ) -> MetaTrainResult:
     device = resolve_device(config.device)
     check_distribution(family, config.family_distribution)  # before minutes of warm-start tuning
-    config = choose_nominal(family, config, device)
+    config, tuned_nominal = choose_nominal(family, config, device)
     run = _Run(family, config, device)
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
         run.restore(saved)
-    elif (tuned := warm_start(run.net, family, config, device)) is not None:
+    elif (tuned := warm_start(run.net, family, config, device, tuned_nominal)) is not None:
         run.best_weights = copy.deepcopy(run.net.state_dict())
         run.history.append({"iteration": 0, "warm_start_lr": tuned})
 

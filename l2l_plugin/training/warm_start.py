@@ -37,28 +37,39 @@ def tuned_nominal_lr(family: TaskFamily, config: MetaTrainConfig, device: torch.
     return tune_rate(nominal_factory(config.network), family, config.evaluation, config.validation_steps, device)
 
 
-def choose_nominal(family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> MetaTrainConfig:
+def choose_nominal(
+    family: TaskFamily, config: MetaTrainConfig, device: torch.device
+) -> tuple[MetaTrainConfig, TunedRate | None]:
     """For warm_start 'tuned_nominal': the config whose nominal direction tunes to the lower loss.
 
     Both directions are tuned on the tuning tasks exactly as the baselines are; the winner's
     validation score decides, so a family where tuned Adam beats tuned NAG starts from Adam.
+    Returns the winner's tuned rate too, so the warm start does not tune it again.
     """
     if config.warm_start != "tuned_nominal":
-        return config
+        return config, None
     scored = []
     for direction in ("nesterov", "adam"):
         candidate = config.model_copy(update={"network": config.network.model_copy(update={"nominal": direction})})
-        tuned = tuned_nominal_lr(family, candidate, device)
-        scored.append((tuned.score, direction))
-    best = min(scored)[1]
-    return config.model_copy(update={"network": config.network.model_copy(update={"nominal": best})})
+        scored.append((tuned_nominal_lr(family, candidate, device), candidate))
+    tuned, best = min(scored, key=lambda pair: pair[0].score)
+    return best, tuned
 
 
-def warm_start(net: LSTMOptimizerNet, family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> float | None:
-    """Apply ``config.warm_start`` to ``net`` in place; returns the tuned rate when one was set."""
+def warm_start(
+    net: LSTMOptimizerNet,
+    family: TaskFamily,
+    config: MetaTrainConfig,
+    device: torch.device,
+    tuned: TunedRate | None = None,
+) -> float | None:
+    """Apply ``config.warm_start`` to ``net`` in place; returns the tuned rate when one was set.
+
+    ``tuned`` is the nominal rate already tuned for ``config`` (by :func:`choose_nominal`).
+    """
     if config.warm_start == "none":
         return None
-    tuned = tuned_nominal_lr(family, config, device)
+    tuned = tuned or tuned_nominal_lr(family, config, device)
     with torch.no_grad():
         for sub in net.nets.values():
             sub.log_lr.fill_(math.log(tuned.lr))
