@@ -115,7 +115,7 @@ class OptimizerNetConfig(BaseModel):
         if self.gac_cells > self.hidden_size:
             raise ValueError(f"gac_cells ({self.gac_cells}) exceeds hidden_size ({self.hidden_size})")
         if self.update == "nominal" and not self.momentum_decays:
-            raise ValueError("update 'nominal' needs momentum_decays (its Adam term uses the first one)")
+            raise ValueError("update 'nominal' needs momentum_decays (its nominal direction uses the first one)")
         if self.num_features == 0:
             raise ValueError("the network has no inputs: enable gradient_input or another input")
         names = [rule.name for rule in self.groups]

@@ -83,25 +83,22 @@ def loss_feature(loss: torch.Tensor, config: OptimizerNetConfig) -> torch.Tensor
     return torch.log(loss.detach().clamp_min(1e-30)) / config.loss_input_scale
 
 
-def update_moments(
-    moments: torch.Tensor, grad: torch.Tensor, config: OptimizerNetConfig
-) -> torch.Tensor:
-    """Running first moments at every decay and the second moment, after seeing ``grad``."""
-    decays = torch.tensor([*config.momentum_decays, config.rms_decay], dtype=grad.dtype, device=grad.device)
-    observed = torch.cat((grad.expand(len(config.momentum_decays), -1), grad.square().unsqueeze(0)))
-    return decays.unsqueeze(1) * moments + (1 - decays.unsqueeze(1)) * observed
+def update_moments(moments: torch.Tensor, grad: torch.Tensor, decays: torch.Tensor) -> torch.Tensor:
+    """Running first moments at every decay and the second moment, after seeing ``grad``.
+
+    ``decays`` (K + 1, 1): the first-moment decays, then the second moment's.
+    """
+    observed = torch.cat((grad.expand(decays.shape[0] - 1, -1), grad.square().unsqueeze(0)))
+    return decays * moments + (1 - decays) * observed
 
 
 def normalized_moments(
-    moments: torch.Tensor, grad: torch.Tensor, steps: torch.Tensor, config: OptimizerNetConfig
+    moments: torch.Tensor, grad: torch.Tensor, steps: torch.Tensor, decays: torch.Tensor, epsilon: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bias-corrected m̂_k/(√v̂+ε) for every decay, g/(√v̂+ε), and √v̂+ε; ``steps`` counts this step."""
-    count = len(config.momentum_decays)
-    steps = steps.to(grad.dtype)
-    first_correction = 1 - torch.tensor(config.momentum_decays, dtype=grad.dtype, device=grad.device).unsqueeze(1) ** steps
-    second_correction = 1 - config.rms_decay**steps
-    denominator = (moments[count] / second_correction).sqrt() + config.epsilon
-    return moments[:count] / first_correction / denominator, grad / denominator, denominator
+    corrections = 1 - decays ** steps.to(grad.dtype)
+    denominator = (moments[-1] / corrections[-1]).sqrt() + epsilon
+    return moments[:-1] / corrections[:-1] / denominator, grad / denominator, denominator
 
 
 def _sigmoid_tanh(z: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -140,11 +137,8 @@ class _FusedLSTMCell(torch.autograd.Function):
     def backward(ctx, grad_h, grad_c):  # noqa: ANN001, ANN205
         x, h, c, weight_ih, weight_hh, gates, tanh_c = ctx.saved_tensors
         i, f, g, o = gates.chunk(4)
-        if grad_h is None:
-            grad_h = torch.zeros_like(tanh_c)
-        total_c = grad_h * o * (1 - tanh_c * tanh_c)
-        if grad_c is not None:
-            total_c = total_c + grad_c
+        # Autograd materialises gradients of unused outputs as zeros: both are tensors here.
+        total_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c
         grad_z = torch.cat(
             (
                 total_c * g * i * (1 - i),
@@ -219,6 +213,9 @@ class LSTMOptimizerNet(nn.Module):
         super().__init__()
         self.config = config
         self.nets = nn.ModuleDict({name: CoordinateLSTM(config) for name in config.group_names})
+        # Built once and moved with the net; not persistent, so state dicts stay the paper's.
+        decays = torch.tensor([*config.momentum_decays, config.rms_decay]).unsqueeze(1)
+        self.register_buffer("moment_decays", decays, persistent=False)
 
     def initial_state(
         self, rows: int, device: torch.device | str, dtype: torch.dtype = torch.float32
@@ -247,8 +244,9 @@ class LSTMOptimizerNet(nn.Module):
         if config.gradient_input:
             columns.append(gradient_features(grad, config))
         if moments is not None:
-            moments = update_moments(moments, grad, config)
-            momentum, normalized_grad, rms = normalized_moments(moments, grad, steps + 1, config)
+            decays = self.moment_decays.to(grad.dtype)
+            moments = update_moments(moments, grad, decays)
+            momentum, normalized_grad, rms = normalized_moments(moments, grad, steps + 1, decays, config.epsilon)
             if config.momentum_decays:
                 columns.append(momentum)
                 nominal = self._nominal(moments, momentum, grad, rms)
