@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import warnings
 from pathlib import Path
@@ -194,10 +194,14 @@ def cmd_meta_train(
     args: argparse.Namespace,
     callbacks: Sequence[MetaTrainCallback] = (),
     on_phase: PhaseHook | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> MetaTrainOutcome:
-    """Train, evaluate and write the files; extensions (the registry) wrap this handler."""
+    """Train, evaluate and write the files; extensions (the registry) wrap this handler.
+
+    ``overrides`` replaces ``--meta`` (the registry's recipe search passes the winning recipe).
+    """
     family_config = parse_assignments(args.set)
-    overrides = parse_assignments(args.meta)
+    overrides = parse_assignments(args.meta) if overrides is None else dict(overrides)
     family = make_family(args.family, family_config)
     total = resolve_meta_train_config(family, overrides).meta_iterations
     display = PhaseDisplay(total, quiet=args.quiet, also=on_phase)

@@ -114,6 +114,10 @@ class TaskFamily(BaseModel, abc.ABC):
     @classmethod
     def description(cls) -> str:
         doc = inspect.getdoc(cls) or ""
+    #: Optional narrowing of the recipe search (``l2l meta-train --search``) for this family:
+    #: knob name → a fixed value, ``{"choices": [...]}`` or ``{"low": a, "high": b}`` inside the
+    #: declared space (l2l_registry.search.space; validated when a search starts).
+    meta_train_search_hints: ClassVar[dict[str, Any]] = {}
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
 

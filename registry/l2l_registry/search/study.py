@@ -1,0 +1,337 @@
+"""The Optuna study behind a recipe search: each trial a short meta-training scored on the
+validation tasks, reported at every validation so Optuna's pruner can stop it early.
+
+Every trial is measured the same way: the default recipe's validation tasks, horizon and
+evaluation settings are pinned, only the searched knobs change, and each trial runs under the
+same cap. Trial 0 is the default recipe itself (preset ← family defaults ← the user's
+overrides), so "nothing better than the defaults" is a measured answer, not a guess.
+
+The study lives in Optuna's RDB storage: run the same search again (same storage and study
+name) and it continues where it stopped; several processes can run trials of one study at once.
+Heartbeats mark a trial whose process died as failed, and it is retried once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, Trial, TrialState
+from pydantic import ValidationError
+
+from l2l_plugin.families import TaskFamily
+from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, MetaTrainingCancelled, MetaTrainProgress, meta_train
+from l2l_plugin.training import MetaTrainingDiverged
+from l2l_plugin.training.presets import deep_merge, meta_train_recipe
+
+from l2l_registry.search.space import SearchSpace
+from l2l_registry.search.spec import SearchSpec
+
+logger = logging.getLogger("l2l_registry.search")
+
+DEFAULTS_ATTR = "l2l.defaults"  # user attr of the trial that runs the default recipe
+LABELS_ATTR = "l2l.labels"  # the knob labels a trial ran with (the defaults' trial has none)
+INVALID_ATTR = "l2l.invalid"  # why a candidate's config did not validate
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+MIN_TRIAL_SECONDS = 1.0  # less than this left in the budget: no new trial
+
+
+class TrialObserver(Protocol):
+    """Hears each trial (the registry's MLflow tracking: a nested run per trial)."""
+
+    def trial_started(self, number: int, labels: Mapping[str, Any], config: MetaTrainConfig) -> MetaTrainCallback: ...
+
+    def trial_finished(self, number: int, state: str, value: float | None) -> None: ...
+
+
+class SearchStopped(RuntimeError):
+    """The caller's ``should_stop`` asked the search to stop (cancelled job, lost worker)."""
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING
+    value: float | None
+    defaults: bool
+    labels: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    study_name: str
+    overrides: dict[str, Any]  # what the full training runs with (the defaults' own when not improved)
+    improved: bool  # a searched recipe beat the defaults on the validation tasks
+    best_trial: int | None
+    best_value: float | None
+    default_value: float | None  # the defaults' trial's score (None: it did not complete)
+    labels: dict[str, Any]  # the winner's knob labels ({} for the defaults)
+    trials: list[TrialSummary] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for trial in self.trials:
+            counts[trial.state.lower()] = counts.get(trial.state.lower(), 0) + 1
+        return counts
+
+    def message(self) -> str:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(self.counts.items()))
+        head = f"search {self.study_name}: {len(self.trials)} trials ({counts})"
+        if self.improved:
+            return (
+                f"{head}; trial {self.best_trial} scored {self.best_value:.4g} on the validation tasks "
+                f"against the defaults' {_fmt(self.default_value)}: training its recipe"
+            )
+        return f"{head}; nothing better than the defaults ({_fmt(self.default_value)}): training the defaults"
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the manifest, the version's tag and the job result keep."""
+        return {
+            "study": self.study_name,
+            "trials": len(self.trials),
+            "states": self.counts,
+            "improved": self.improved,
+            "best_trial": self.best_trial,
+            "best_value": self.best_value,
+            "default_value": self.default_value,
+            "labels": self.labels,
+            "recipe": self.overrides,
+            "seconds": round(self.seconds, 1),
+            "message": self.message(),
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4g}"
+
+
+def open_storage(url: str) -> RDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+
+
+def _pruner(spec: SearchSpec, validation_every: int) -> optuna.pruners.BasePruner:
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=validation_every)
+    # Step 0 is the untrained (warm-started) optimizer: never prune on it.
+    return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=1)
+
+
+class _Reporter(MetaTrainCallback):
+    """Validation losses → trial.report; a pruned trial (or a stopped search) ends meta-training."""
+
+    def __init__(self, trial: Trial, should_stop: Callable[[], bool] | None) -> None:
+        self.trial = trial
+        self.pruned = False
+        self.external_stop = should_stop
+        self.stopped = False
+        self.best: float | None = None
+
+    def on_validation(self, progress: MetaTrainProgress) -> None:
+        value = progress.best_validation_loss
+        if value is None or not math.isfinite(value):
+            return
+        self.best = value
+        self.trial.report(value, progress.iteration)
+        if self.trial.should_prune():
+            self.pruned = True
+
+    def should_stop(self) -> bool:
+        if self.external_stop is not None and self.external_stop():
+            self.stopped = True
+        return self.pruned or self.stopped
+
+
+class RecipeSearch:
+    """One search: the family, the user's overrides, the spec; :meth:`run` optimizes the study."""
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        overrides: Mapping[str, Any] | None,
+        spec: SearchSpec,
+        *,
+        storage: str,
+        study_name: str,
+        family_defaults: Mapping[str, Any] | None = None,
+        hints: Mapping[str, Any] | None = None,
+        observer: TrialObserver | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.family = family
+        self.overrides = dict(overrides or {})
+        self.spec = spec
+        self.storage_url = storage
+        self.study_name = study_name
+        self.family_defaults = dict(type(family).meta_train_defaults if family_defaults is None else family_defaults)
+        self.hints = dict(type(family).meta_train_search_hints if hints is None else hints)
+        self.observer = observer
+        self.should_stop = should_stop
+        self.base = self.config_for(self.overrides)  # the default recipe, validated
+        # The default recipe's measuring stick, identical for every candidate and the final run.
+        self.pinned: dict[str, Any] = {
+            "horizon": self.base.longest_horizon,
+            "meta_iterations": self.base.meta_iterations,
+            "max_seconds": self.base.max_seconds,
+            "validation_tasks": self.base.validation_tasks,
+            "validation_horizon": self.base.validation_steps,
+            "validation_metric": self.base.validation_metric,
+            "validation_every": self.base.validation_every,
+            "evaluation": {**self.base.evaluation.model_dump(mode="json"), "steps": self.base.evaluation_steps},
+            "seed": self.base.seed,
+            "cpu_threads": self.base.cpu_threads,
+            "device": self.base.device,
+        }
+        self.space = SearchSpace.build(
+            self.base.longest_horizon, [self.hints, spec.space], pinned=self.overrides
+        )
+
+    # -- recipes -----------------------------------------------------------------------------
+
+    def config_for(self, overrides: Mapping[str, Any]) -> MetaTrainConfig:
+        return MetaTrainConfig.model_validate(meta_train_recipe(self.family_defaults, overrides))
+
+    def recipe(self, labels: Mapping[str, Any]) -> dict[str, Any]:
+        """The full-training overrides of a candidate: its knobs, the user's overrides, the pins."""
+        if not labels:
+            return dict(self.overrides)
+        return deep_merge(deep_merge(self.space.overrides(labels), self.overrides), self.pinned)
+
+    def trial_overrides(self, recipe: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+        """A candidate shortened to one trial and scored by the search's metric."""
+        iterations = self.base.meta_iterations
+        if self.spec.trial_iterations is not None:
+            iterations = min(iterations, self.spec.trial_iterations)
+        return deep_merge(
+            recipe,
+            {
+                "max_seconds": seconds,
+                "meta_iterations": iterations,
+                "validation_metric": self.spec.metric,
+                "validation_tasks": self.base.validation_tasks,
+                "validation_horizon": self.base.validation_steps,
+                "validation_every": self.base.validation_every,
+                "horizon": self.base.longest_horizon,
+            },
+        )
+
+    # -- the study ---------------------------------------------------------------------------
+
+    def study(self) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=open_storage(self.storage_url),
+            study_name=self.study_name,
+            load_if_exists=True,
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=self.spec.seed, n_startup_trials=max(self.spec.startup_trials, 1)),
+            pruner=_pruner(self.spec, self.base.validation_every),
+        )
+        if not study.trials:  # a new study: the defaults go first (a resumed one has them already)
+            study.enqueue_trial({}, user_attrs={DEFAULTS_ATTR: True})
+        return study
+
+    def run(self) -> SearchOutcome:
+        started = time.monotonic()
+        deadline = started + self.spec.budget
+        study = self.study()
+
+        def objective(trial: Trial) -> float:
+            remaining = deadline - time.monotonic()
+            if self.should_stop is not None and self.should_stop():
+                raise SearchStopped("the search was stopped")
+            defaults = bool(trial.user_attrs.get(DEFAULTS_ATTR))
+            labels = {} if defaults else self.space.suggest(trial)
+            trial.set_user_attr(LABELS_ATTR, labels)
+            seconds = max(min(self.spec.seconds_per_trial, remaining), MIN_TRIAL_SECONDS)
+            try:
+                config = self.config_for(self.trial_overrides(self.recipe(labels), seconds))
+            except ValidationError as exc:
+                # A combination the config rejects (e.g. an unroll that does not divide a family's
+                # curriculum): a bad candidate, so pruned and counted, not a crashed search.
+                trial.set_user_attr(INVALID_ATTR, str(exc)[:2000])
+                raise optuna.TrialPruned("invalid recipe") from None
+            callbacks: list[MetaTrainCallback] = []
+            if self.observer is not None:
+                callbacks.append(self.observer.trial_started(trial.number, labels, config))
+            reporter = _Reporter(trial, self.should_stop)
+            state, value = "FAIL", None
+            try:
+                try:
+                    result = meta_train(self.family, config, callbacks=[reporter, *callbacks])
+                except MetaTrainingCancelled:
+                    if reporter.stopped:
+                        raise SearchStopped("the search was stopped") from None
+                    state, value = "PRUNED", reporter.best
+                    raise optuna.TrialPruned(f"pruned at validation {reporter.best}") from None
+                except MetaTrainingDiverged as exc:
+                    state = "PRUNED"
+                    raise optuna.TrialPruned(f"diverged: {exc}") from None  # a bad recipe, not a bug
+                state, value = "COMPLETE", result.best_validation_loss
+                if not math.isfinite(value):
+                    raise optuna.TrialPruned("no finite validation loss")
+                return value
+            finally:
+                if self.observer is not None:
+                    self.observer.trial_finished(trial.number, state, value)
+
+        def out_of_time(study: optuna.Study, _trial: FrozenTrial) -> None:
+            if deadline - time.monotonic() < MIN_TRIAL_SECONDS:
+                study.stop()
+
+        counted = (TrialState.COMPLETE, TrialState.PRUNED)
+        if sum(t.state in counted for t in study.trials) < self.spec.trials:
+            study.optimize(
+                objective,
+                timeout=self.spec.budget,
+                callbacks=[MaxTrialsCallback(self.spec.trials, states=counted), out_of_time],
+                catch=(),
+            )
+        return self.outcome(study, time.monotonic() - started)
+
+    def outcome(self, study: optuna.Study, seconds: float) -> SearchOutcome:
+        trials = [
+            TrialSummary(
+                t.number,
+                t.state.name,
+                t.value if t.state == TrialState.COMPLETE else None,
+                bool(t.user_attrs.get(DEFAULTS_ATTR)),
+                dict(t.user_attrs.get(LABELS_ATTR, {})),
+            )
+            for t in study.trials
+        ]
+        complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+        defaults = next((t for t in complete if t.defaults), None)
+        best = min(complete, key=lambda t: t.value, default=None)  # type: ignore[arg-type,return-value]
+        improved = best is not None and not best.defaults and (defaults is None or best.value < defaults.value)  # type: ignore[operator]
+        labels = best.labels if improved and best is not None else {}
+        return SearchOutcome(
+            study_name=self.study_name,
+            overrides=self.recipe(labels),
+            improved=improved,
+            best_trial=best.number if best is not None else None,
+            best_value=best.value if best is not None else None,
+            default_value=defaults.value if defaults is not None else None,
+            labels=labels,
+            trials=trials,
+            seconds=seconds,
+        )
