@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from l2l_plugin.cli import cmd_meta_train, parse_assignments
 from l2l_plugin.pipeline import PhaseProgress
+from l2l_plugin.training.distributed import current_ranks
 
 from l2l_registry.errors import RegistryError
 
@@ -67,9 +68,57 @@ def announce_phase(quiet: bool) -> Callable[[PhaseProgress], None]:
     return announce
 
 
+def search_handler(args: argparse.Namespace) -> int:
+    """``--search``: the study, then the winning recipe trained, evaluated (and published)."""
+    from l2l_registry.search import (
+        SearchRun,
+        SearchSpaceError,
+        SearchSpec,
+        default_study_name,
+        parse_search,
+        sqlite_storage,
+    )
+    from l2l_registry.store import configure
+
+    try:
+        requested = parse_search(args.search)
+    except ValueError as exc:
+        print(f"l2l: {exc}", file=sys.stderr)
+        return 2
+    storage = str(requested.pop("storage", "")) or sqlite_storage(args.out)
+    study = str(requested.pop("study", ""))
+    spec = SearchSpec.model_validate(requested)  # field errors: `l2l: invalid configuration`
+    family_config, overrides = parse_assignments(args.set), parse_assignments(args.meta)
+    study = study or default_study_name(args.family, family_config, overrides, spec)
+    store = configure() if args.register else None
+    try:
+        search = SearchRun(
+            args.family, family_config, overrides, spec,
+            storage=storage, study_name=study, register=args.register, store=store, echo=not args.quiet,
+        )
+    except SearchSpaceError as exc:
+        print(f"l2l: search space: {exc}", file=sys.stderr)
+        return 2
+    outcome = search.run_search()
+    print(outcome.message(), flush=True)
+    trained, published = search.train_and_publish(
+        args.out,
+        train=lambda recipe, callbacks, on_phase: cmd_meta_train(
+            args, callbacks=callbacks, on_phase=on_phase, overrides=recipe
+        ),
+        on_publish=announce_phase(args.quiet),
+    )
+    if published is not None and store is not None:
+        print_publish_result(published, store.describe())
+    print(f"study {study} in {storage} (the same command resumes it)")
+    return 0
+
+
 def meta_train_handler(args: argparse.Namespace) -> int:
-    if not args.register:
-        cmd_meta_train(args)
+    if getattr(args, "search", None):
+        return search_handler(args)
+    if not args.register or not current_ranks().main:
+        cmd_meta_train(args)  # ranks other than 0 of a distributed run never log or publish
         return 0
     from l2l_registry.publish import MetaTrainingRun
     from l2l_registry.store import configure
@@ -90,7 +139,7 @@ def _fmt(value: float | None) -> str:
 
 def versions_table(versions: list[VersionInfo]) -> str:
     rows = [
-        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "PROMOTION")
+        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "SEARCH", "PROMOTION")
     ]
     for info in versions:
         m = info.metrics
@@ -109,6 +158,7 @@ def versions_table(versions: list[VersionInfo]) -> str:
                 _fmt(m.get("eval.learned.final_loss_geomean")),
                 "-" if win is None else f"{win:.0%}",
                 "beaten" if info.tags.get("l2l.beats_every_baseline") == "true" else "not beaten",
+                info.search_label(),
                 (info.promotion or "-") + (f": {info.promotion_reason}" if info.promotion_reason else ""),
             )
         )
@@ -177,6 +227,12 @@ def extend(commands: argparse._SubParsersAction) -> None:
         "--register",
         action="store_true",
         help="log the run to MLflow and register a version of l2l-FAMILY (promoted to @champion if it wins)",
+    )
+    train.add_argument(
+        "--search",
+        metavar="trials=N,budget=SECONDS,...",
+        help="search the meta-training recipe first (Optuna; README 'Searching a recipe'), then train "
+        "the best to the full budget; also trial_seconds, trial_iterations, pruner, storage, study",
     )
     train.set_defaults(handler=_guard(meta_train_handler))
 

@@ -31,6 +31,9 @@ TAG_REGISTERED_VERSION = "l2l.registered_version"  # on the run
 TAG_PHASE = "l2l.phase"
 TAG_PHASE_PROGRESS = "l2l.phase_progress"
 TAG_STOP_REASON = "l2l.stop_reason"
+# A version (and run) from a recipe search (l2l meta-train --search): its summary as JSON, with
+# the winning recipe, whether it beat the defaults, and the study's trials.
+TAG_SEARCH = "l2l.search"
 
 PROMOTION_PROMOTED = "promoted"  # by the gate (whether it is still champion: see the alias)
 PROMOTION_REJECTED = "not promoted"

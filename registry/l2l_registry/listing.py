@@ -12,6 +12,7 @@ from l2l_registry.conventions import (
     MODEL_PREFIX,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
+    TAG_SEARCH,
     family_of_model,
     model_name,
 )
@@ -42,6 +43,23 @@ class VersionInfo:
     @property
     def promotion_reason(self) -> str | None:
         return self.tags.get(TAG_PROMOTION_REASON)
+
+    @property
+    def search(self) -> dict[str, Any] | None:
+        """The recipe search this version came from (its ``l2l.search`` tag), or None."""
+        try:
+            return json.loads(self.tags[TAG_SEARCH]) if TAG_SEARCH in self.tags else None
+        except json.JSONDecodeError:
+            return {}
+
+    def search_label(self) -> str:
+        """``-`` (no search), ``8 trials: searched`` or ``8 trials: defaults`` (nothing beat them)."""
+        search = self.search
+        if search is None:
+            return "-"
+        trials = search.get("trials")
+        kept = "searched" if search.get("improved") else "defaults"
+        return f"{trials} trials: {kept}" if trials is not None else kept
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -53,6 +53,7 @@ from l2l_registry.conventions import (
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_REGISTERED_VERSION,
+    TAG_SEARCH,
     TAG_STOP_REASON,
     canonical_json,
     config_hash,
@@ -142,6 +143,11 @@ def version_tags(outcome: MetaTrainOutcome, decision: GateDecision) -> dict[str,
     }
     if decision.comparison is not None:
         tags[TAG_CHAMPION_COMPARISON] = json.dumps(decision.comparison.as_dict(), sort_keys=True)
+    search = getattr(manifest.provenance, "search", None)  # a recipe search's summary (l2l_registry.search)
+    if search:
+        from l2l_registry.search.run import search_tag
+
+        tags[TAG_SEARCH] = search_tag(search)
     return tags
 
 

@@ -16,6 +16,7 @@ from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
 from l2l_registry.conventions import (
     TAG_FAMILY,
     TAG_FAMILY_CONFIG_HASH,
+    TAG_SEARCH,
     TAG_STOP_REASON,
     canonical_json,
     config_hash,
@@ -27,7 +28,6 @@ from l2l_registry.search.study import RecipeSearch, SearchOutcome, SearchStopped
 from l2l_registry.search.tracking import PARENT_RUN_ATTR, EchoObserver, MlflowTrialObserver, record_search
 from l2l_registry.store import Store, client, configure
 
-TAG_SEARCH = "l2l.search"  # on the search's run and its model version: the summary (JSON)
 STUDY_DB_NAME = "search.db"
 MAX_TAG_LENGTH = 5000
 
