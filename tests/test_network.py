@@ -151,17 +151,41 @@ class _Cell:
         self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh = weight_ih, weight_hh, bias_ih, bias_hh
 
 
-def test_chunked_steps_without_a_graph_equal_one_pass(monkeypatch):
+@pytest.mark.parametrize("per_row_steps", [False, True])
+def test_in_place_chunked_step_equals_the_differentiable_forward(monkeypatch, per_row_steps):
     import l2l_plugin.optimizer.network as network
 
     config = OptimizerNetConfig(momentum_decays=(0.9, 0.5), normalized_gradient=True, update="nominal", param_input=True)
     net = LSTMOptimizerNet(config)
-    grad, param = torch.randn(1000), torch.randn(1000)
-    state = net.initial_state(1000, "cpu")
     with torch.no_grad():
-        whole, whole_state = net("default", grad, state, steps=2, param=param)
-        monkeypatch.setattr(network, "NO_GRAD_CHUNK", 128)
-        chunked, chunked_state = net("default", grad, state, steps=2, param=param)
-    assert torch.allclose(whole, chunked, atol=1e-7)
-    assert torch.allclose(whole_state.lstm, chunked_state.lstm, atol=1e-7)
-    assert torch.equal(whole_state.moments, chunked_state.moments)
+        for cell in net.nets["default"].cells:  # a state that is not all zeros
+            cell.bias_ih.normal_()
+    grad, param = torch.randn(1000), torch.randn(1000)
+    steps = torch.randint(0, 5, (1000,)) if per_row_steps else 2
+    state = net.initial_state(1000, "cpu")
+    state.lstm.normal_()
+    state.moments.uniform_(0.1, 1.0)
+    reference, reference_state = net("default", grad, state, steps=steps, param=param)  # with a graph
+
+    monkeypatch.setattr(network, "NO_GRAD_CHUNK", 128)
+    lstm, moments = state.lstm, state.moments
+    update = net.step_("default", grad, state, steps=steps, param=param)
+    assert state.lstm is lstm and state.moments is moments  # written over, not replaced
+    torch.testing.assert_close(update, reference.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lstm, reference_state.lstm.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(moments, reference_state.moments.detach(), rtol=1e-6, atol=0)
+
+
+def test_in_place_step_refuses_averaging_cells():
+    net = LSTMOptimizerNet(OptimizerNetConfig(gac_cells=2))
+    with pytest.raises(ValueError, match="averaging cells"):
+        net.step_("default", torch.randn(4), net.initial_state(4, "cpu"))
+
+
+def test_bfloat16_state_halves_the_lstm_state_and_keeps_moments_float32():
+    fp32 = LSTMOptimizerNet(OptimizerNetConfig(momentum_decays=(0.9,)))
+    bf16 = LSTMOptimizerNet(OptimizerNetConfig(momentum_decays=(0.9,), state_dtype="bfloat16"))
+    state = bf16.initial_state(7, "cpu")
+    assert state.lstm.dtype == torch.bfloat16 and state.moments.dtype == torch.float32
+    assert fp32.state_bytes_per_coordinate() == 4 * (2 * 2 * 20 + 2)
+    assert bf16.state_bytes_per_coordinate() == 2 * (2 * 2 * 20) + 4 * 2

@@ -104,6 +104,13 @@ class OptimizerNetConfig(BaseModel):
     magnitude_scale: float = Field(
         1.0, gt=0, le=10, description="Multiplier of the learned log-magnitude (update 'nominal')."
     )
+    state_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="How each coordinate's LSTM state (h and c of every layer) is stored between steps "
+        "taken without a graph (evaluation, LearnedOptimizer): 'bfloat16' halves the optimizer's "
+        "memory; the arithmetic stays float32, meta-training's differentiated unrolls stay float32, "
+        "and the moments stay float32 (bfloat16 would round away their small increments).",
+    )
     groups: tuple[GroupRule, ...] = Field(
         (),
         description="Separate LSTMs per parameter group, first matching rule wins; parameters that "

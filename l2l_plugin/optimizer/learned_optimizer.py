@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,8 +20,8 @@ _LSTM_KEY = "lstm_state"
 _MOMENTS_KEY = "moments"
 
 
-def _as_float(value: torch.Tensor | None) -> torch.Tensor | None:
-    return None if value is None else value.float()
+#: Parameters smaller than this share one LSTM call (concatenated); larger ones step alone, in place.
+_SHARED_CALL_BELOW = 65_536
 
 
 class LearnedOptimizer(Optimizer):
@@ -76,6 +77,98 @@ class LearnedOptimizer(Optimizer):
             self._nets[device] = net
         return net
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch.optim casts floating state to each parameter's dtype, which would truncate the
+        # LSTM state and moments of a bfloat16 model: restore them in their own dtypes.
+        super().load_state_dict(state_dict)
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, param in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id, {})
+            if _LSTM_KEY in saved:
+                self.state[param][_LSTM_KEY] = saved[_LSTM_KEY].to(param.device, self.net.lstm_state_dtype, copy=True)
+            if _MOMENTS_KEY in saved:
+                self.state[param][_MOMENTS_KEY] = saved[_MOMENTS_KEY].to(param.device, torch.float32, copy=True)
+
+    def _coordinate_state(self, net: LSTMOptimizerNet, param: torch.Tensor) -> CoordinateState:
+        """The parameter's state, created on first use and kept in the net's storage dtypes."""
+        state = self.state[param]
+        if _LSTM_KEY not in state:
+            initial = net.initial_state(param.numel(), param.device)
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state[_LSTM_KEY] = initial.lstm
+            if initial.moments is not None:
+                state[_MOMENTS_KEY] = initial.moments
+        lstm = state[_LSTM_KEY]
+        if lstm.dtype != net.lstm_state_dtype or lstm.device != param.device or not lstm.is_contiguous():
+            state[_LSTM_KEY] = lstm = lstm.to(param.device, net.lstm_state_dtype).contiguous()
+        moments = state.get(_MOMENTS_KEY)
+        if moments is not None and (moments.dtype != torch.float32 or moments.device != param.device):
+            state[_MOMENTS_KEY] = moments = moments.to(param.device, torch.float32).contiguous()
+        return CoordinateState(lstm, moments)
+
+    def _inputs(
+        self, params: list[torch.Tensor], device: torch.device, loss: torch.Tensor | float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The flat gradient, step counts, parameter rows and loss rows of ``params``."""
+        config = self.net.config
+        grad = params[0].grad.reshape(-1) if len(params) == 1 else torch.cat([p.grad.reshape(-1) for p in params])
+        step_counts = [self.state[p]["step"] for p in params]
+        if all(bool(count == step_counts[0]) for count in step_counts):
+            steps = step_counts[0].to(device)
+        else:  # parameters that skipped steps (no gradient) keep their own count
+            steps = torch.cat([count.expand(p.numel()) for count, p in zip(step_counts, params)]).to(device)
+        param_rows = torch.cat([p.reshape(-1).float() for p in params]) if config.param_input else None
+        loss_rows = None
+        if config.loss_input:
+            value = torch.as_tensor(loss, dtype=torch.float32, device=device).detach()
+            loss_rows = loss_feature(value, config).expand(grad.numel())
+        return grad, steps, param_rows, loss_rows
+
+    def _step_in_place(
+        self,
+        net: LSTMOptimizerNet,
+        net_group: str,
+        entries: list[tuple[torch.Tensor, float]],
+        loss: torch.Tensor | float | None,
+    ) -> None:
+        params = [p for p, _ in entries]
+        states = [self._coordinate_state(net, p) for p in params]
+        sizes = [p.numel() for p in params]
+        grad, steps, param_rows, loss_rows = self._inputs(params, params[0].device, loss)
+        shared = states[0] if len(states) == 1 else CoordinateState.cat(states)
+        update = net.step_(net_group, grad, shared, steps=steps, param=param_rows, loss_rows=loss_rows)
+        if len(states) > 1:  # the shared call worked on a copy: write it back
+            for state, piece in zip(states, shared.split(sizes)):
+                state.lstm.copy_(piece.lstm)
+                if state.moments is not None:
+                    state.moments.copy_(piece.moments)
+        for (p, lr), delta in zip(entries, update.split(sizes)):
+            p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
+            self.state[p]["step"] += 1
+
+    def _step_together(
+        self,
+        net: LSTMOptimizerNet,
+        net_group: str,
+        entries: list[tuple[torch.Tensor, float]],
+        loss: torch.Tensor | float | None,
+    ) -> None:
+        """One call over every coordinate, so global averaging cells average over the whole model."""
+        params = [p for p, _ in entries]
+        coordinate_state = CoordinateState.cat([self._coordinate_state(net, p) for p in params])
+        sizes = [p.numel() for p in params]
+        grad, steps, param_rows, loss_rows = self._inputs(params, params[0].device, loss)
+        update, new_state = net(
+            net_group, grad.float(), coordinate_state, steps=steps, param=param_rows, loss_rows=loss_rows
+        )
+        for (p, lr), delta, state_slice in zip(entries, update.split(sizes), new_state.split(sizes)):
+            p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
+            self.state[p][_LSTM_KEY] = state_slice.lstm.to(net.lstm_state_dtype)
+            if state_slice.moments is not None:
+                self.state[p][_MOMENTS_KEY] = state_slice.moments
+            self.state[p]["step"] += 1
+
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None, *, loss: torch.Tensor | float | None = None):
         if closure is not None:
@@ -103,36 +196,15 @@ class LearnedOptimizer(Optimizer):
 
         for (net_group, device), entries in members.items():
             net = self._net_on(device)
-            params = [p for p, _ in entries]
-            for p in params:
-                state = self.state[p]
-                if _LSTM_KEY not in state:
-                    initial = net.initial_state(p.numel(), device)
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state[_LSTM_KEY] = initial.lstm
-                    if initial.moments is not None:
-                        state[_MOMENTS_KEY] = initial.moments
-            sizes = [p.numel() for p in params]
-            grad = torch.cat([p.grad.reshape(-1).float() for p in params])
-            coordinate_state = CoordinateState.cat(
-                # float(): Optimizer.load_state_dict casts state to each parameter's dtype.
-                [CoordinateState(self.state[p][_LSTM_KEY].float(), _as_float(self.state[p].get(_MOMENTS_KEY))) for p in params]
-            )
-            step_counts = [self.state[p]["step"] for p in params]
-            if all(bool(count == step_counts[0]) for count in step_counts):
-                steps = step_counts[0].to(device)
-            else:  # parameters that skipped steps (no gradient) keep their own count
-                steps = torch.cat([count.expand(size) for count, size in zip(step_counts, sizes)]).to(device)
-            param_rows = torch.cat([p.reshape(-1).float() for p in params]) if config.param_input else None
-            loss_rows = None
-            if config.loss_input:
-                value = torch.as_tensor(loss, dtype=torch.float32, device=device).detach()
-                loss_rows = loss_feature(value, config).expand(grad.numel())
-            update, new_state = net(net_group, grad, coordinate_state, steps=steps, param=param_rows, loss_rows=loss_rows)
-            for (p, lr), delta, state_slice in zip(entries, update.split(sizes), new_state.split(sizes)):
-                p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
-                self.state[p][_LSTM_KEY] = state_slice.lstm
-                if state_slice.moments is not None:
-                    self.state[p][_MOMENTS_KEY] = state_slice.moments
-                self.state[p]["step"] += 1
+            if config.gac_cells:
+                self._step_together(net, net_group, entries, loss)
+                continue
+            # Large tensors step alone, their state updated in place; small ones share a call,
+            # since a call's fixed cost is dozens of small ops.
+            small = [entry for entry in entries if entry[0].numel() < _SHARED_CALL_BELOW]
+            for entry in entries:
+                if entry[0].numel() >= _SHARED_CALL_BELOW:
+                    self._step_in_place(net, net_group, [entry], loss)
+            if small:
+                self._step_in_place(net, net_group, small, loss)
         return loss

@@ -20,6 +20,8 @@ from torch import nn
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
 
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 
 @dataclass(frozen=True)
 class Segments:
@@ -62,8 +64,9 @@ class CoordinateState:
         return CoordinateState(lstm, moments)
 
 
-#: Coordinates per chunk when stepping without a graph (evaluation, LearnedOptimizer.step).
-NO_GRAD_CHUNK = 32_768
+#: Coordinates per chunk when stepping without a graph (evaluation, LearnedOptimizer.step):
+#: a chunk's gates (4H × chunk floats) stay in a core's L2 cache.
+NO_GRAD_CHUNK = 8_192
 
 
 def gradient_features(grad: torch.Tensor, config: OptimizerNetConfig) -> torch.Tensor:
@@ -156,6 +159,20 @@ class _FusedLSTMCell(torch.autograd.Function):
         return grad_x, grad_h_prev, grad_c_prev, grad_weight_ih, grad_weight_hh, grad_bias
 
 
+def lstm_cell_(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_ih: torch.Tensor,
+               weight_hh: torch.Tensor, bias: torch.Tensor) -> None:
+    """The fused cell's forward without a graph, writing the new h and c over the old ones.
+
+    The same arithmetic as :class:`_FusedLSTMCell`; the only (4H, N) allocation is the gates.
+    """
+    hidden = h.shape[0]
+    gates = _sigmoid_tanh(torch.addmm(bias.unsqueeze(1), weight_ih, x).addmm_(weight_hh, h), hidden)
+    i, f, g, o = gates.chunk(4)
+    c.mul_(f).addcmul_(i, g)
+    tanh_c = torch.mul(c, 2, out=f).sigmoid_().mul_(2).sub_(1)  # f is spent: reuse its rows
+    torch.mul(o, tanh_c, out=h)
+
+
 def lstm_cell(
     x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, cell: nn.LSTMCell
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,6 +222,15 @@ class CoordinateLSTM(nn.Module):
             x = h
         return torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, x), torch.stack(new_state)
 
+    def forward_(self, features: torch.Tensor, lstm_state: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without a graph or averaging cells: ``lstm_state`` (float32) is updated in place."""
+        x = features
+        for layer, cell in enumerate(self.cells):
+            h, c = lstm_state[2 * layer], lstm_state[2 * layer + 1]
+            lstm_cell_(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh)
+            x = h
+        return torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, x)
+
 
 class LSTMOptimizerNet(nn.Module):
     """One :class:`CoordinateLSTM` per parameter group (a single one unless groups are set)."""
@@ -217,17 +243,24 @@ class LSTMOptimizerNet(nn.Module):
         decays = torch.tensor([*config.momentum_decays, config.rms_decay]).unsqueeze(1)
         self.register_buffer("moment_decays", decays, persistent=False)
 
-    def initial_state(
-        self, rows: int, device: torch.device | str, dtype: torch.dtype = torch.float32
-    ) -> CoordinateState:
+    @property
+    def lstm_state_dtype(self) -> torch.dtype:
+        """How h and c are stored between steps without a graph (``config.state_dtype``)."""
+        return STATE_DTYPES[self.config.state_dtype]
+
+    def initial_state(self, rows: int, device: torch.device | str) -> CoordinateState:
         config = self.config
-        lstm = torch.zeros(2 * config.num_layers, config.hidden_size, rows, device=device, dtype=dtype)
-        moments = (
-            torch.zeros(len(config.momentum_decays) + 1, rows, device=device, dtype=dtype)
-            if config.uses_moments
-            else None
+        lstm = torch.zeros(
+            2 * config.num_layers, config.hidden_size, rows, device=device, dtype=self.lstm_state_dtype
         )
+        # Moments stay float32 whatever state_dtype says: they are slow running averages, and
+        # bfloat16's 8-bit mantissa would round away increments of (1 − 0.999)·g².
+        moments = torch.zeros(len(config.momentum_decays) + 1, rows, device=device) if config.uses_moments else None
         return CoordinateState(lstm, moments)
+
+    def state_bytes_per_coordinate(self) -> int:
+        state = self.initial_state(1, "cpu")
+        return sum(t.element_size() * t.numel() for t in (state.lstm, state.moments) if t is not None)
 
     def features(
         self,
@@ -294,50 +327,65 @@ class LSTMOptimizerNet(nn.Module):
         """
         grad = grad.detach()
         steps = torch.as_tensor(steps, device=grad.device)
-        coordinates = grad.shape[0]
-        if torch.is_grad_enabled() or self.config.gac_cells or coordinates <= 2 * NO_GRAD_CHUNK:
-            return self._step(group, grad, state, steps, param, loss_rows, segments)
-        # Without a graph, coordinates are independent: run them in cache-sized chunks (2× faster
-        # at 10⁶ coordinates than one pass over tensors far larger than the cache).
-        updates, states = [], []
-        for start in range(0, coordinates, NO_GRAD_CHUNK):
-            rows = slice(start, start + NO_GRAD_CHUNK)
-            chunk_state = CoordinateState(
-                state.lstm[:, :, rows], None if state.moments is None else state.moments[:, rows]
-            )
-            update, new_state = self._step(
-                group,
-                grad[rows],
-                chunk_state,
-                steps if steps.dim() == 0 else steps[rows],
-                None if param is None else param[rows],
-                None if loss_rows is None else loss_rows[rows],
-                None,
-            )
-            updates.append(update)
-            states.append(new_state)
-        return torch.cat(updates), CoordinateState.cat(states)
+        state = CoordinateState(state.lstm.float(), state.moments)  # bfloat16 storage: compute in float32
+        features, moments, nominal = self.features(grad, state.moments, steps, param, loss_rows)
+        net = self.nets[group]
+        out, lstm = net(features, state.lstm, segments)
+        return self._update(net, out, nominal), CoordinateState(lstm, moments)
 
-    def _step(
+    @torch.no_grad()
+    def step_(
         self,
         group: str,
         grad: torch.Tensor,
         state: CoordinateState,
-        steps: torch.Tensor,
-        param: torch.Tensor | None,
-        loss_rows: torch.Tensor | None,
-        segments: Segments | None,
-    ) -> tuple[torch.Tensor, CoordinateState]:
-        config = self.config
-        features, moments, nominal = self.features(grad, state.moments, steps, param, loss_rows)
+        *,
+        steps: torch.Tensor | int = 0,
+        param: torch.Tensor | None = None,
+        loss_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` without a graph, updating ``state`` in place: returns the (N,) update.
+
+        Coordinates are independent here, so they run in cache-sized chunks, each writing its
+        new state over the old: no per-step allocation of the state and no concatenation.
+        (Averaging cells couple coordinates: use :meth:`forward` for those.)
+        """
+        if self.config.gac_cells:
+            raise ValueError("step_ runs coordinates in chunks; averaging cells need forward()")
+        grad = grad.detach()
+        steps = torch.as_tensor(steps, device=grad.device)
         net = self.nets[group]
-        out, lstm = net(features, state.lstm, segments)
+        update = torch.empty_like(grad, dtype=torch.float32)
+        coordinates = grad.shape[0]
+        chunk = -(-coordinates // max(1, coordinates // NO_GRAD_CHUNK))  # equal chunks, no small remainder
+        for start in range(0, coordinates, chunk):
+            rows = slice(start, start + chunk)
+            lstm = state.lstm[:, :, rows]
+            work = lstm if lstm.dtype == torch.float32 else lstm.float()
+            moments = None if state.moments is None else state.moments[:, rows]
+            features, new_moments, nominal = self.features(
+                grad[rows].float(),
+                moments,
+                steps if steps.dim() == 0 else steps[rows],
+                None if param is None else param[rows],
+                None if loss_rows is None else loss_rows[rows],
+            )
+            if moments is not None:
+                moments.copy_(new_moments)
+            update[rows] = self._update(net, net.forward_(features, work), nominal)
+            if work is not lstm:
+                lstm.copy_(work)
+        return update
+
+    def _update(
+        self, net: CoordinateLSTM, out: torch.Tensor, nominal: tuple[torch.Tensor, torch.Tensor | float] | None
+    ) -> torch.Tensor:
+        """The head's output (outputs, N) → the (N,) update, by the configured rule."""
+        config = self.config
         if config.update == "linear":
-            update = out[0] * config.output_scale
-        elif config.update == "tanh":
-            update = torch.tanh(out[0]) * config.output_scale
-        else:
-            direction, unit = nominal
-            magnitude = torch.exp(net.log_lr + config.magnitude_scale * out[1])
-            update = -magnitude * (direction + config.output_scale * out[0] * unit)
-        return update, CoordinateState(lstm, moments)
+            return out[0] * config.output_scale
+        if config.update == "tanh":
+            return torch.tanh(out[0]) * config.output_scale
+        direction, unit = nominal
+        magnitude = torch.exp(net.log_lr + config.magnitude_scale * out[1])
+        return -magnitude * (direction + config.output_scale * out[0] * unit)

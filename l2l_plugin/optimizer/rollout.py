@@ -65,9 +65,12 @@ class OptimizeeBatch:
                     if self.net.config.param_input
                     else None
                 )
-                update, self.state[group] = self.net(
-                    group, grad, self.state[group], steps=self.steps, param=param, loss_rows=rows, segments=segments
-                )
+                if track_meta_gradient or self.net.config.gac_cells:
+                    update, self.state[group] = self.net(
+                        group, grad, self.state[group], steps=self.steps, param=param, loss_rows=rows, segments=segments
+                    )
+                else:  # the state is ours alone: step it in place
+                    update = self.net.step_(group, grad, self.state[group], steps=self.steps, param=param, loss_rows=rows)
                 for name, delta in zip(group_names, update.split([self.params[n].numel() for n in group_names])):
                     new = self.params[name] + delta.view_as(self.params[name])
                     self.params[name] = new if track_meta_gradient else new.detach().requires_grad_(True)
