@@ -148,6 +148,12 @@ def declared_knobs(horizon: int) -> list[Knob]:
             choices=("none", "ramp"),
             values={"none": [], "ramp": [max(horizon // 4, 1), max(horizon // 2, 1), horizon]},
         ),
+        Knob(
+            "meta_loss_log_weight",
+            ("meta_loss_log_weight",),
+            "weight of mean log f in the per-step meta-loss (scale invariance)",
+            choices=(0.0, 1.0),
+        ),
         Knob("meta_batch_size", ("meta_batch_size",), "tasks per meta-gradient step", choices=(1, 2, 4, 8, 16)),
         Knob("grad_clip_norm", ("grad_clip_norm",), "clip of the meta-gradient's norm", choices=("none", 1.0), values={"none": None}),
     ]

@@ -210,6 +210,10 @@ class RecipeSearch:
     def config_for(self, overrides: Mapping[str, Any]) -> MetaTrainConfig:
         return MetaTrainConfig.model_validate(meta_train_recipe(self.family_defaults, overrides))
 
+    def final_config(self, outcome: SearchOutcome) -> MetaTrainConfig:
+        """The config the winner (or the defaults) is fully trained with."""
+        return self.config_for(outcome.overrides)
+
     def recipe(self, labels: Mapping[str, Any]) -> dict[str, Any]:
         """The full-training overrides of a candidate: its knobs, the user's overrides, the pins."""
         if not labels:
