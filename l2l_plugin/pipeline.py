@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from l2l_plugin import __version__
 from l2l_plugin.artifacts import (
     OptimizerManifest,
@@ -18,6 +20,8 @@ from l2l_plugin.artifacts import (
     save_trained_optimizer,
 )
 from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
+from l2l_plugin.optimizer import LSTMOptimizerNet
+from l2l_plugin.optimizer.cost import CostProfile, measure_cost_profile
 from l2l_plugin.families import TaskFamily, make_family
 from l2l_plugin.training import (
     MetaTrainCallback,
@@ -29,6 +33,7 @@ from l2l_plugin.training import (
     resolve_device,
 )
 from l2l_plugin.training.config import EvaluationConfig
+from l2l_plugin.training.distributed import current_ranks
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
 
 OPTIMIZER_DIR = "optimizer"
@@ -105,6 +110,14 @@ def write_evaluation(report: EvaluationReport, directory: Path) -> tuple[Path, P
     return json_path, plot_loss_curves(report, directory / PLOT_NAME)
 
 
+def _cost_profile(net: LSTMOptimizerNet, config: MetaTrainConfig, device: torch.device) -> CostProfile | None:
+    parameters = config.evaluation.cost_profile_parameters
+    if not parameters or not current_ranks().main:
+        return None
+    with cpu_threads(config.cpu_threads):
+        return measure_cost_profile(net, parameters, device)
+
+
 def meta_train_and_evaluate(
     family_name: str,
     family_config: Mapping[str, Any] | None,
@@ -159,11 +172,13 @@ def meta_train_and_evaluate(
             stop_reason=result.stop_reason,  # an extra field: Provenance allows them
         ),
         evaluation_summary=report.summary(),
+        cost_profile=_cost_profile(result.net, config, device),
     )
     trained = TrainedOptimizer(manifest, result.net)
-    save_trained_optimizer(out / OPTIMIZER_DIR, trained)
-    write_evaluation(report, out)
-    (out / "history.json").write_text(json.dumps(result.history))
+    if current_ranks().main:  # the other ranks of a distributed run hold the same, and never write
+        save_trained_optimizer(out / OPTIMIZER_DIR, trained)
+        write_evaluation(report, out)
+        (out / "history.json").write_text(json.dumps(result.history))
     return MetaTrainOutcome(out, trained, report, result.stop_reason, config.meta_iterations)
 
 

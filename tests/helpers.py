@@ -18,7 +18,14 @@ TINY_META = {
     "validation_every": 3,
     "validation_tasks": 4,
     "checkpoint_every": 2,
-    "evaluation": {"test_tasks": 6, "tuning_tasks": 3, "lr_min": 1e-3, "lr_max": 1.0, "lr_points_per_decade": 1},
+    "evaluation": {
+        "test_tasks": 6,
+        "tuning_tasks": 3,
+        "lr_min": 1e-3,
+        "lr_max": 1.0,
+        "lr_points_per_decade": 1,
+        "cost_profile_parameters": 1000,
+    },
 }
 
 

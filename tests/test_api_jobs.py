@@ -29,7 +29,7 @@ LONG = {"meta_iterations": 5000, "checkpoint_every": 50, "validation_every": 100
 def client(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("api-jobs")
     with isolated_mlflow(root / "mlflow"), api_client(root / "data", workers=1, token=TOKEN) as test_client:
-        wait_for(lambda: test_client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
+        wait_for(lambda: test_client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
         yield test_client
 
 
@@ -99,6 +99,8 @@ def test_optimizer_endpoints_on_the_registered_version(client, registered_job, t
     assert [v["version"] for v in listing["versions"]] == [version]
     assert "eval.learned.final_loss_mean" in listing["versions"][0]["metrics"]
     assert listing["versions"][0]["run_id"] == registered_job["mlflow_run_id"]
+    cost = listing["versions"][0]["cost_profile"]  # measured where it was trained
+    assert cost["step_ms"] > 0 and cost["adam_step_ms"] > 0 and cost["state_bytes_per_parameter"] == 4 * (80 + 0)
 
     detail = client.get(f"/optimizers/quadratic/{version}").json()
     assert detail["load_uri"] == f"models:/l2l-quadratic/{version}"
@@ -170,7 +172,7 @@ def test_cancelling_a_running_job_stops_its_worker_run(client) -> None:
 def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
     job = submit(client, register=False, meta_overrides=long_overrides())
     running(client, job["id"])
-    worker = client.get("/health").json()["workers"]["processes"][0]
+    worker = client.get("/health", headers=auth()).json()["workers"]["processes"][0]
     assert worker["job_id"] == job["id"]
     os.kill(worker["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
     done = finished(client, job["id"], 30)
@@ -187,5 +189,5 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
         10,
     )
     assert run["info"]["status"] == "FAILED" and run["data"]["tags"]["l2l.stop_reason"] == "worker died"
-    health = wait_for(lambda: client.get("/health").json(), lambda h: h["workers"]["alive"] == 1, 60)
+    health = wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
     assert health["workers"]["processes"][0]["pid"] != worker["pid"]

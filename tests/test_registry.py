@@ -23,7 +23,7 @@ import torch
 from mlflow import MlflowClient
 
 from helpers import TINY_META
-from l2l_plugin import LearnedOptimizer
+from l2l_plugin import LearnedOptimizer, load_trained_optimizer
 from l2l_plugin.cli import main as l2l_main
 from l2l_plugin.pipeline import deep_merge, meta_train_and_evaluate
 from l2l_registry import (
@@ -308,9 +308,13 @@ def test_listing_shows_versions_metrics_tags_and_the_champion(backend, published
     )
     assert versions[1].promotion == c.PROMOTION_REJECTED and "champion" in versions[1].promotion_reason
     assert any(f.family == FAMILY and f.champion_version == "1" for f in list_families())
+    manifest_cost = load_trained_optimizer(published.first_dir / "optimizer").manifest.cost_profile
+    assert versions[0].cost_profile == manifest_cost.model_dump(mode="json")  # the l2l.cost_profile tag
+    assert manifest_cost.parameters == 1000 and manifest_cost.step_ms > 0
 
     assert l2l_main(["optimizers", FAMILY]) == 0
     out = capsys.readouterr().out
+    assert "STEP COST" in out and versions[0].cost_label() in out and "B/param" in versions[0].cost_label()
     assert "not promoted: beats every tuned baseline but not the champion" in out
     assert "models:/l2l-quadratic@champion" in out
     assert l2l_main(["optimizers", "--json"]) == 0

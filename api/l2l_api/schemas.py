@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from l2l_api.db import Job, JobState
+from l2l_registry.search.spec import SearchSpec
 
 # Family names are entry-point names; model versions and aliases follow MLflow's rules. The
 # patterns keep request strings out of MLflow filter expressions and file names.
@@ -74,10 +75,17 @@ class MetaTrainRequest(BaseModel):
         "bounded by the service's limits. max_seconds defaults to the service's budget.",
     )
     # "register" would shadow BaseModel.register (abc); the JSON name stays "register".
-    should_register: bool = Field(
+    # Strict: 0, 1 and "yes" are not booleans here (a client meaning false must say false).
+    should_register: StrictBool = Field(
         True,
         alias="register",
         description="Publish the result as a version of l2l-<family> (promoted to @champion if it wins).",
+    )
+    search: SearchSpec | None = Field(
+        None,
+        description="Search the meta-training recipe first (Optuna; README 'Searching a recipe'): trials "
+        "of a few minutes each, pruned on their validation losses, then the best recipe (or the defaults, "
+        "when nothing beat them) trained with meta_overrides' budget and published.",
     )
 
 
@@ -116,6 +124,12 @@ class JobResult(BaseModel):
     promoted: bool | None = Field(None, description="Whether the version became @champion.")
     promotion_reason: str | None = None
     stop_reason: str | None = Field(None, description=STOP_REASON_DESCRIPTION)
+    search: dict[str, Any] | None = Field(
+        None,
+        description="For a recipe search: trials and their states, whether a searched recipe beat the "
+        "defaults ('improved'; false: 'nothing better than the defaults', which were trained), the "
+        "winning recipe and a message saying so.",
+    )
 
 
 class JobOut(BaseModel):
@@ -139,6 +153,7 @@ class JobOut(BaseModel):
     attempt: int = Field(description="How many times a worker has started it (more than 1 after a resume).")
     cancel_requested: bool
     mlflow_run_id: str | None
+    search: dict[str, Any] | None = Field(None, description="The recipe search the job runs first, or null.")
     result: JobResult | None
 
     @classmethod
@@ -153,6 +168,7 @@ class JobOut(BaseModel):
                 promoted=job.promoted,
                 promotion_reason=job.promotion_reason,
                 stop_reason=job.stop_reason,
+                search=job.search_result,
             )
         if job.phase == "meta-training":
             phase_done, phase_total = job.iterations_done, job.iterations_total
@@ -184,6 +200,7 @@ class JobOut(BaseModel):
             attempt=job.attempt,
             cancel_requested=job.cancel_requested_at is not None,
             mlflow_run_id=job.mlflow_run_id,
+            search=job.search,
             result=result,
         )
 
@@ -209,6 +226,12 @@ class VersionOut(BaseModel):
     promotion_reason: str | None
     tags: dict[str, str]
     metrics: dict[str, float | None] = Field(description="The run's final evaluation (eval.*).")
+    cost_profile: dict[str, Any] | None = Field(
+        None,
+        description="Step time at a model size (default 10⁶ parameters) beside torch.optim.Adam, state "
+        "bytes per parameter, threads and machine, measured where the optimizer was made; null for "
+        "versions made before cost profiles.",
+    )
 
 
 class OptimizerFamilyOut(BaseModel):
@@ -264,9 +287,20 @@ class QueueHealth(BaseModel):
     limit: int
 
 
+class DiskHealth(BaseModel):
+    free_mb: float | None
+    min_free_mb: float
+
+
 class HealthOut(BaseModel):
-    status: str = Field(description="ok, or degraded when MLflow or a worker is down (the API itself is up).")
+    status: str = Field(
+        description="ok, or degraded when MLflow, a worker or the disk is not (the API itself is up)."
+    )
     version: str
-    mlflow: MlflowHealth
-    workers: WorkersHealth
-    jobs: QueueHealth
+    problems: list[str] = Field(description="Why it is degraded, in words without details (empty when ok).")
+    # The details name paths, stores and process ids: only for a caller with the token (or when
+    # no token is configured).
+    mlflow: MlflowHealth | None = Field(None, description="Only with the token.")
+    workers: WorkersHealth | None = Field(None, description="Only with the token.")
+    jobs: QueueHealth | None = Field(None, description="Only with the token.")
+    disk: DiskHealth | None = Field(None, description="Only with the token.")

@@ -36,6 +36,13 @@ class EvaluationConfig(BaseModel):
         ("sgd", "nag", "rmsprop", "adam"), description="Hand-designed optimizers to compare with, each tuned."
     )
     nag_momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum of the NAG baseline.")
+    cost_profile_parameters: int = Field(
+        1_000_000,
+        ge=0,
+        le=100_000_000,
+        description="Model size at which the trained optimizer's step is timed (beside Adam) for its "
+        "cost profile in the manifest; 0 skips the timing.",
+    )
 
     @model_validator(mode="after")
     def _grid(self) -> EvaluationConfig:

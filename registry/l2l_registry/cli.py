@@ -139,7 +139,7 @@ def _fmt(value: float | None) -> str:
 
 def versions_table(versions: list[VersionInfo]) -> str:
     rows = [
-        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "SEARCH", "PROMOTION")
+        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "SEARCH", "STEP COST", "PROMOTION")
     ]
     for info in versions:
         m = info.metrics
@@ -159,6 +159,7 @@ def versions_table(versions: list[VersionInfo]) -> str:
                 "-" if win is None else f"{win:.0%}",
                 "beaten" if info.tags.get("l2l.beats_every_baseline") == "true" else "not beaten",
                 info.search_label(),
+                info.cost_label(),
                 (info.promotion or "-") + (f": {info.promotion_reason}" if info.promotion_reason else ""),
             )
         )

@@ -34,6 +34,8 @@ TAG_STOP_REASON = "l2l.stop_reason"
 # A version (and run) from a recipe search (l2l meta-train --search): its summary as JSON, with
 # the winning recipe, whether it beat the defaults, and the study's trials.
 TAG_SEARCH = "l2l.search"
+# JSON: the optimizer's CostProfile (step time at 10⁶ parameters beside Adam, state bytes per parameter).
+TAG_COST_PROFILE = "l2l.cost_profile"
 
 PROMOTION_PROMOTED = "promoted"  # by the gate (whether it is still champion: see the alias)
 PROMOTION_REJECTED = "not promoted"

@@ -10,6 +10,7 @@ from l2l_registry.conventions import (
     CHAMPION_ALIAS,
     EVAL_METRIC_PREFIX,
     MODEL_PREFIX,
+    TAG_COST_PROFILE,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_SEARCH,
@@ -52,6 +53,25 @@ class VersionInfo:
         except json.JSONDecodeError:
             return {}
 
+    @property
+    def cost_profile(self) -> dict[str, Any] | None:
+        """The optimizer's cost profile (its ``l2l.cost_profile`` tag): step time and state size."""
+        try:
+            return json.loads(self.tags[TAG_COST_PROFILE]) if TAG_COST_PROFILE in self.tags else None
+        except json.JSONDecodeError:
+            return None
+
+    def cost_label(self) -> str:
+        """``812 ms@1e+06 (118x Adam), 320 B/param`` or ``-`` for versions made before profiles."""
+        cost = self.cost_profile
+        if not cost:
+            return "-"
+        ratio = cost["step_ms"] / cost["adam_step_ms"] if cost.get("adam_step_ms") else float("inf")
+        return (
+            f"{cost['step_ms']:.4g} ms@{cost['parameters']:.0e} ({ratio:.0f}x Adam), "
+            f"{cost['state_bytes_per_parameter']} B/param"
+        )
+
     def search_label(self) -> str:
         """``-`` (no search), ``8 trials: searched`` or ``8 trials: defaults`` (nothing beat them)."""
         search = self.search
@@ -72,6 +92,7 @@ class VersionInfo:
             "aliases": self.aliases,
             "tags": self.tags,
             "metrics": self.metrics,
+            "cost_profile": self.cost_profile,
         }
 
 

@@ -42,6 +42,7 @@ from l2l_registry.conventions import (
     PROMOTION_REJECTED,
     TAG_BEATS_BASELINES,
     TAG_CHAMPION_COMPARISON,
+    TAG_COST_PROFILE,
     TAG_EVALUATION,
     TAG_FAMILY,
     TAG_FAMILY_CONFIG,
@@ -60,9 +61,10 @@ from l2l_registry.conventions import (
     model_name,
 )
 from l2l_registry.errors import PublishError, is_not_found
-from l2l_registry.gate import ChampionComparison, GateDecision, compare_with_champion, decide
+from l2l_registry.gate import ChampionComparison, GateDecision, champion_lock, compare_with_champion, decide
 from l2l_registry.loading import load_trained
 from l2l_registry.quiet import quiet
+from l2l_registry.redaction import redact
 from l2l_registry.store import Store, client, configure
 from l2l_registry.tracking import MlflowMetricsLogger, evaluation_metrics, flatten
 
@@ -143,6 +145,8 @@ def version_tags(outcome: MetaTrainOutcome, decision: GateDecision) -> dict[str,
     }
     if decision.comparison is not None:
         tags[TAG_CHAMPION_COMPARISON] = json.dumps(decision.comparison.as_dict(), sort_keys=True)
+    if manifest.cost_profile is not None:
+        tags[TAG_COST_PROFILE] = manifest.cost_profile.model_dump_json()
     search = getattr(manifest.provenance, "search", None)  # a recipe search's summary (l2l_registry.search)
     if search:
         from l2l_registry.search.run import search_tag
@@ -292,12 +296,14 @@ class MetaTrainingRun:
         self.mark_published_phase(outcome, on_phase)
         self._log_results(outcome)
         model = self._log_model(outcome)
-        decision = self._gate(
-            outcome.report, threads=outcome.trained.manifest.meta_training.get("cpu_threads", 1)
-        )
-        version = self._register(name, model, outcome, decision)
-        if decision.promote:
-            self._promote(name, version, decision)
+        # Read, compare and move the champion as one step (no compare-and-set in MLflow).
+        with champion_lock(name, self.store):
+            decision = self._gate(
+                outcome.report, threads=outcome.trained.manifest.meta_training.get("cpu_threads", 1)
+            )
+            version = self._register(name, model, outcome, decision)
+            if decision.promote:
+                self._promote(name, version, decision)
         self.client.set_tag(self.run_id, TAG_REGISTERED_VERSION, version)
         self.client.set_tag(
             self.run_id, TAG_PROMOTION, PROMOTION_PROMOTED if decision.promote else PROMOTION_REJECTED
@@ -409,7 +415,7 @@ class MetaTrainingRun:
                 name,
                 version,
                 TAG_PROMOTION_REASON,
-                _clip(f"{decision.reason}; but setting the alias failed: {exc}"),
+                _clip(redact(f"{decision.reason}; but setting the alias failed: {exc}")),
             )
             raise
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from l2l_registry import (
     CHAMPION_ALIAS,
     OptimizerNotFoundError,
@@ -17,6 +17,7 @@ from l2l_registry import (
 )
 
 from l2l_api import registry_adapter
+from l2l_api.deps import settings
 from l2l_api.errors import APIError
 from l2l_api.schemas import (
     NAME_PATTERN,
@@ -27,13 +28,19 @@ from l2l_api.schemas import (
     OptimizerVersionsOut,
     VersionOut,
 )
+from l2l_api.settings import Settings
+from l2l_registry.redaction import redact
 
 router = APIRouter(prefix="/optimizers", tags=["optimizers"])
 
 Family = Path(pattern=NAME_PATTERN, description="A family name (the model is l2l-<family>).")
 Ref = Path(pattern=VERSION_PATTERN, description="A version number, an alias such as `champion`, or `latest`.")
 _NOT_FOUND = {404: {"model": ErrorOut, "description": "No such registered model, version or alias."}}
-_UNAVAILABLE = {503: {"model": ErrorOut, "description": "MLflow is unreachable."}}
+_UNAVAILABLE = {
+    503: {"model": ErrorOut, "description": "MLflow is unreachable or did not answer in time (Retry-After)."}
+}
+_BAD_REF = {400: {"model": ErrorOut, "description": "The registry refused the name or reference."}}
+RETRY_AFTER = {"Retry-After": "30"}
 
 
 @contextmanager
@@ -45,17 +52,17 @@ def registry_errors() -> Iterator[None]:
     try:
         yield
     except OptimizerNotFoundError as exc:
-        raise APIError(404, str(exc)) from None
+        raise APIError(404, redact(str(exc))) from None
     except RegistryError as exc:
-        raise APIError(400, str(exc)) from None
+        raise APIError(400, redact(str(exc))) from None
+    except registry_adapter.MlflowTimeout as exc:
+        raise APIError(503, str(exc), headers=RETRY_AFTER) from None
     except MlflowException as exc:
         if is_not_found(exc):
-            raise APIError(404, exc.message) from None
-        raise APIError(503, f"MLflow error: {exc.error_code}", headers={"Retry-After": "30"}) from None
+            raise APIError(404, redact(exc.message)) from None
+        raise APIError(503, f"MLflow error: {exc.error_code}", headers=RETRY_AFTER) from None
     except OSError as exc:  # includes the requests library's connection errors
-        raise APIError(
-            503, f"MLflow is unreachable: {type(exc).__name__}", headers={"Retry-After": "30"}
-        ) from None
+        raise APIError(503, f"MLflow is unreachable: {type(exc).__name__}", headers=RETRY_AFTER) from None
 
 
 def version_out(info: VersionInfo, metrics: dict[str, float] | None = None) -> VersionOut:
@@ -71,13 +78,14 @@ def version_out(info: VersionInfo, metrics: dict[str, float] | None = None) -> V
         promotion_reason=info.promotion_reason,
         tags=info.tags,
         metrics=dict(info.metrics if metrics is None else metrics),
+        cost_profile=info.cost_profile,
     )
 
 
-def resolve_version(family: str, ref: str) -> VersionInfo:
+def resolve_version(family: str, ref: str, timeout: float) -> VersionInfo:
     """``ref`` as a version number, ``latest``, or an alias (404 naming what exists)."""
     with registry_errors():
-        versions = list_versions(family, with_metrics=False)
+        versions = registry_adapter.bounded(timeout, list_versions, family, with_metrics=False)
     if not versions:
         raise APIError(404, f"{model_name(family)} has no versions")
     if ref == "latest":
@@ -99,23 +107,24 @@ def resolve_version(family: str, ref: str) -> VersionInfo:
 @router.get(
     "",
     response_model=list[OptimizerFamilyOut],
-    responses=_UNAVAILABLE,
+    responses={**_BAD_REF, **_UNAVAILABLE},
     summary="Families with a registered optimizer",
 )
-def list_registered() -> list[OptimizerFamilyOut]:
+def list_registered(config: Settings = Depends(settings)) -> list[OptimizerFamilyOut]:
     with registry_errors():
-        return [OptimizerFamilyOut(**info.as_dict()) for info in list_families()]
+        families = registry_adapter.bounded(config.mlflow_request_timeout_seconds, list_families)
+    return [OptimizerFamilyOut(**info.as_dict()) for info in families]
 
 
 @router.get(
     "/{family}",
     response_model=OptimizerVersionsOut,
-    responses={**_NOT_FOUND, **_UNAVAILABLE},
+    responses={**_BAD_REF, **_NOT_FOUND, **_UNAVAILABLE},
     summary="A family's registered versions, with metrics, and its champion",
 )
-def family_versions(family: str = Family) -> OptimizerVersionsOut:
+def family_versions(family: str = Family, config: Settings = Depends(settings)) -> OptimizerVersionsOut:
     with registry_errors():
-        versions = list_versions(family)
+        versions = registry_adapter.bounded(config.mlflow_request_timeout_seconds, list_versions, family)
     champion = next((info.version for info in versions if info.champion), None)
     return OptimizerVersionsOut(
         family=family,
@@ -129,16 +138,18 @@ def family_versions(family: str = Family) -> OptimizerVersionsOut:
 @router.get(
     "/{family}/{ref}",
     response_model=OptimizerDetailOut,
-    responses={**_NOT_FOUND, **_UNAVAILABLE},
+    responses={**_BAD_REF, **_NOT_FOUND, **_UNAVAILABLE},
     summary="One version: metadata and the models:/ URI a pipeline loads",
 )
-def version_detail(family: str = Family, ref: str = Ref) -> OptimizerDetailOut:
-    info = resolve_version(family, ref)
+def version_detail(
+    family: str = Family, ref: str = Ref, config: Settings = Depends(settings)
+) -> OptimizerDetailOut:
+    timeout = config.mlflow_request_timeout_seconds
+    info = resolve_version(family, ref, timeout)
     with registry_errors():
-        files = registry_adapter.optimizer_files(family, info.version)
-        metrics = {
-            k: v for k, v in registry_adapter.run_metrics(info.run_id).items() if k.startswith("eval.")
-        }
+        files = registry_adapter.bounded(timeout, registry_adapter.optimizer_files, family, info.version)
+        run_metrics = registry_adapter.bounded(timeout, registry_adapter.run_metrics, info.run_id)
+        metrics = {k: v for k, v in run_metrics.items() if k.startswith("eval.")}
     # An alias is what a pipeline should load: it follows promotions. A number pins one version.
     load_uri = info.uri if ref.isdigit() or ref == "latest" else f"models:/{model_name(family)}@{ref}"
     return OptimizerDetailOut(
@@ -157,16 +168,18 @@ def version_detail(family: str = Family, ref: str = Ref) -> OptimizerDetailOut:
     response_class=Response,
     responses={
         200: {"content": {"application/zip": {}}, "description": "optimizer.json and weights.safetensors"},
+        **_BAD_REF,
         **_NOT_FOUND,
         **_UNAVAILABLE,
     },
     summary="The optimizer's files as a zip (for jobs that cannot reach MLflow)",
 )
-def version_files(family: str = Family, ref: str = Ref) -> Response:
+def version_files(family: str = Family, ref: str = Ref, config: Settings = Depends(settings)) -> Response:
     """Unzip into a folder and pass the folder to `load_optimizer` (no MLflow needed)."""
-    info = resolve_version(family, ref)
+    timeout = config.mlflow_request_timeout_seconds
+    info = resolve_version(family, ref, timeout)
     with registry_errors():
-        files = registry_adapter.optimizer_files(family, info.version)
+        files = registry_adapter.bounded(timeout, registry_adapter.optimizer_files, family, info.version)
     name = f"{model_name(family)}-v{info.version}.zip"
     return Response(
         registry_adapter.zip_files(files),
