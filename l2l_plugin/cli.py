@@ -34,8 +34,11 @@ from l2l_plugin.training import (
     MetaTrainCallback,
     MetaTrainingCancelled,
     MetaTrainingDiverged,
+    MetaTrainProgress,
     TqdmProgress,
 )
+from l2l_plugin.training.distributed import current_ranks, process_group_from_env
+from l2l_plugin.training.distributed.launch import LaunchError, add_launch_arguments, launch, wants_launch
 from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET
 
 CLI_EXTENSION_GROUP = "l2l_plugin.cli"
@@ -135,6 +138,15 @@ class _MetaTrainingBar(TqdmProgress):
     def __init__(self, total: int, quiet: bool) -> None:
         super().__init__(total, disable=quiet, delay=0.01)  # first drawn once the label below is set
         self.bar.set_description(PHASE_META_TRAINING, refresh=False)
+        self.quiet = quiet
+        self.first = True
+
+    def on_iteration(self, progress: MetaTrainProgress) -> None:
+        if self.first and progress.iteration > 1 and not self.quiet:
+            # A restarted run (the same command again, or torchrun's --max-restarts) says so.
+            self.bar.write(f"resumed from the checkpoint at meta-iteration {progress.iteration - 1}", file=sys.stderr)
+        self.first = False
+        super().on_iteration(progress)
 
 
 class PhaseDisplay:
@@ -204,7 +216,8 @@ def cmd_meta_train(
     overrides = parse_assignments(args.meta) if overrides is None else dict(overrides)
     family = make_family(args.family, family_config)
     total = resolve_meta_train_config(family, overrides).meta_iterations
-    display = PhaseDisplay(total, quiet=args.quiet, also=on_phase)
+    main_rank = current_ranks().main  # the other ranks of a distributed run train silently
+    display = PhaseDisplay(total, quiet=args.quiet or not main_rank, also=on_phase)
     assert display.training is not None
     try:
         outcome = meta_train_and_evaluate(
@@ -212,9 +225,10 @@ def cmd_meta_train(
         )
     finally:
         display.close()
-    _print_report(outcome.report)
-    print(stop_summary(outcome))
-    print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
+    if main_rank:
+        _print_report(outcome.report)
+        print(stop_summary(outcome))
+        print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
     return outcome
 
 
@@ -262,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, type=Path, help="output directory (resumes if it has a checkpoint)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_launch_arguments(train)
     train.set_defaults(handler=_meta_train_command)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained optimizer on any family config")
@@ -288,14 +303,23 @@ def _load_extensions(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        if args.command == "meta-train" and wants_launch(args):
+            # A bad config is one error here, not one per rank.
+            resolve_meta_train_config(make_family(args.family, parse_assignments(args.set)), parse_assignments(args.meta))
+            return launch(args, argv)  # torchrun's agent; every rank runs this same command line
+        with process_group_from_env():  # inside a rank (torchrun): join its group
+            return int(args.handler(args))
     except (UnknownFamilyError, FamilyLoadError) as exc:
         print(f"l2l: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"l2l: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except LaunchError as exc:
+        print(f"l2l: {exc}", file=sys.stderr)
         return 2
     except (OptimizerFilesError, CheckpointMismatch, MetaTrainingDiverged, MetaTrainingCancelled) as exc:
         print(f"l2l: {exc}", file=sys.stderr)

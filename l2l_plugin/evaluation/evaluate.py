@@ -1,9 +1,14 @@
-"""Evaluate a learned optimizer against SGD, NAG, RMSprop and Adam with tuned learning rates."""
+"""Evaluate a learned optimizer against SGD, NAG, RMSprop and Adam with tuned learning rates.
+
+With several torch.distributed ranks, every run of the held-out and tuning instances is split
+over the ranks (each samples and runs its own share of the seeds) and the curves are gathered,
+so every rank ends with the same report and the same tuning decisions.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,10 +16,11 @@ import torch
 
 from l2l_plugin.evaluation.baselines import OptimizerFactory, baseline_factory, run_baseline
 from l2l_plugin.evaluation.report import LEARNED, EvaluationReport, OptimizerResult
-from l2l_plugin.families import TaskFamily
+from l2l_plugin.families import TaskFamily, TaskStack
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training.config import EvaluationConfig
+from l2l_plugin.training.distributed import gather_rows, shard
 from l2l_plugin.training.seeds import held_out_seeds, validation_seeds
 
 
@@ -28,6 +34,29 @@ def _decade_beyond(grid: list[float], points_per_decade: int, upward: bool) -> l
     edge = grid[-1] if upward else grid[0]
     factors = [10 ** (k / points_per_decade) for k in range(1, points_per_decade + 1)]
     return [edge * f for f in factors] if upward else [edge / f for f in reversed(factors)]
+
+
+Curves = tuple[torch.Tensor, torch.Tensor | None]  # (…, tasks, steps + 1) curves, (…, tasks) held-out losses
+
+
+def run_sharded(
+    family: TaskFamily, seeds: Sequence[int], run: Callable[[TaskStack], Curves], task_dim: int
+) -> Curves:
+    """``run`` on the stack of ``seeds``, each rank on its own share, gathered along ``task_dim``.
+
+    One rank: ``run(family.sample_stack(seeds))``. A rank whose share is empty (fewer seeds
+    than ranks) runs nothing and contributes nothing.
+    """
+    own = shard(seeds)
+    return gathered(run(family.sample_stack(own)) if own else None, task_dim)
+
+
+def gathered(local: Curves | None, task_dim: int) -> Curves:
+    """Every rank's ``local`` results (``None``: an empty share) in seed order, on every rank.
+    ``task_dim`` is the tasks' dimension of the curves and of the held-out losses alike."""
+    curves = gather_rows(None if local is None else local[0], task_dim)
+    assert curves is not None, "no tasks ran on any rank"
+    return curves, gather_rows(None if local is None else local[1], task_dim)
 
 
 @dataclass(frozen=True)
@@ -54,11 +83,11 @@ def tune_rate(
     factory: OptimizerFactory, family: TaskFamily, config: EvaluationConfig, steps: int, device: torch.device
 ) -> TunedRate:
     """:func:`tune_learning_rate` for any optimizer built by ``factory`` from param groups."""
-    stack = family.sample_stack(validation_seeds(config.tuning_tasks))
+    seeds = validation_seeds(config.tuning_tasks)
     scores: dict[float, float] = {}
 
     def score(rates: list[float]) -> None:
-        curves, _ = run_baseline(factory, stack, rates, steps, device)
+        curves, _ = run_sharded(family, seeds, lambda stack: run_baseline(factory, stack, rates, steps, device), 1)
         final = torch.nan_to_num(curves[:, :, -1].double(), nan=math.inf)
         scores.update(zip(rates, (float(v) for v in final.mean(dim=1))))
 
@@ -94,17 +123,22 @@ def evaluate(
     seeds = held_out_seeds(config.test_tasks)
     results: dict[str, OptimizerResult] = {}
 
-    held_out = family.sample_stack(seeds)  # one sample, shared by every optimizer
-    curves, eval_losses = run_learned(net, held_out, steps, device)
+    # Each rank samples its share of the held-out instances once; every optimizer runs on it.
+    own = shard(seeds)
+    held_out = family.sample_stack(own) if own else None
+
+    def on_held_out(run: Callable[[TaskStack], Curves], task_dim: int) -> Curves:
+        return gathered(run(held_out) if held_out is not None else None, task_dim)
+
+    curves, eval_losses = on_held_out(lambda stack: run_learned(net, stack, steps, device), 0)
     results[LEARNED] = OptimizerResult.from_curves(curves, eval_losses)
     if on_progress is not None:
         on_progress(1, total)
 
     for name in config.baselines:
         tuned = tune_learning_rate(name, family, config, steps, device)
-        curves, eval_losses = run_baseline(
-            baseline_factory(name, config.nag_momentum), held_out, [tuned.lr], steps, device
-        )
+        factory = baseline_factory(name, config.nag_momentum)
+        curves, eval_losses = on_held_out(lambda stack: run_baseline(factory, stack, [tuned.lr], steps, device), 1)
         results[name] = OptimizerResult.from_curves(
             curves[0],
             None if eval_losses is None else eval_losses[0],

@@ -1,12 +1,17 @@
-"""Meta-training: truncated backpropagation through the optimizee's training (paper, section 2)."""
+"""Meta-training: truncated backpropagation through the optimizee's training (paper, section 2).
+
+Runs on one process or on several torch.distributed ranks (``training/distributed``): each rank
+takes its own share of every meta-batch, the meta-gradients are averaged with one all-reduce,
+and every decision that depends on a clock or a callback is rank 0's (``agree``), so the ranks
+hold the same weights and take the same steps. Only rank 0 writes checkpoints.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,17 @@ from l2l_plugin.optimizer.rollout import OptimizeeBatch, run_learned
 from l2l_plugin.training.callbacks import MetaTrainCallback, MetaTrainProgress
 from l2l_plugin.training.checkpoint import load_checkpoint, save_checkpoint
 from l2l_plugin.training.config import MetaTrainConfig
+from l2l_plugin.training.distributed import (
+    Ranks,
+    agree,
+    average_meta_gradient,
+    broadcast_object,
+    current_ranks,
+    gather_rows,
+    shard,
+)
 from l2l_plugin.training.distribution import check_distribution, sample_family, scaled_stack
+from l2l_plugin.training.threads import cpu_threads, task_coordinates
 from l2l_plugin.training.warm_start import choose_nominal, warm_start
 from l2l_plugin.training.seeds import training_seed, validation_seeds
 
@@ -33,7 +48,7 @@ class MetaTrainingCancelled(RuntimeError):
 
 
 class CheckpointMismatch(ValueError):
-    """The checkpoint directory holds a run with another configuration."""
+    """The checkpoint directory holds a run with another configuration (or number of ranks)."""
 
 
 @dataclass
@@ -48,18 +63,6 @@ class MetaTrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "completed"  # or "time budget" (max_seconds ended it early)
     config: MetaTrainConfig | None = None  # as trained (warm_start 'tuned_nominal' picks network.nominal)
-
-
-@contextlib.contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count for a block, then restore it."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -108,10 +111,11 @@ def validation_score(curve: torch.Tensor, config: MetaTrainConfig) -> float:
 class _Run:
     """Mutable state of one meta-training run; everything a checkpoint must restore."""
 
-    def __init__(self, family: TaskFamily, config: MetaTrainConfig, device: torch.device) -> None:
+    def __init__(self, family: TaskFamily, config: MetaTrainConfig, device: torch.device, ranks: Ranks) -> None:
         self.family = family
         self.config = config
         self.device = device
+        self.ranks = ranks
         torch.manual_seed(config.seed)
         self.net = LSTMOptimizerNet(config.network).to(device)
         self.meta_optimizer = torch.optim.Adam(self.net.parameters(), lr=config.meta_lr)
@@ -127,7 +131,10 @@ class _Run:
         self.elapsed_before = 0.0
 
     def identity(self) -> str:
-        return self.config.model_dump_json(exclude={"max_seconds", "checkpoint_every"}) + self.family.model_dump_json()
+        identity = self.config.model_dump_json(exclude={"max_seconds", "checkpoint_every"}) + self.family.model_dump_json()
+        # The ranks split each meta-batch's seeds: another world size is another run. (One
+        # rank adds nothing, so single-process checkpoints keep their identity.)
+        return identity + (f"|ranks={self.ranks.world_size}" if self.ranks.distributed else "")
 
     def state(self, elapsed: float) -> dict[str, Any]:
         return {
@@ -143,9 +150,20 @@ class _Run:
             "elapsed": elapsed,
         }
 
+    def training_stack(self, trajectory_family: TaskFamily) -> Any:
+        """This rank's share of the trajectory's meta-batch: ``meta_batch_size`` tasks per rank,
+        rank r taking the r-th block of the meta-batch's seeds (one rank: all of them)."""
+        share = self.config.meta_batch_size
+        first = (self.trajectory * self.ranks.world_size + self.ranks.rank) * share
+        seeds = [training_seed(self.config.seed, first + b) for b in range(share)]
+        stack = trajectory_family.sample_stack(seeds)
+        return scaled_stack(stack, self.config.random_scaling, self.config.seed, self.trajectory)
+
     def restore(self, saved: dict[str, Any]) -> None:
         if saved["identity"] != self.identity():
-            raise CheckpointMismatch("the checkpoint was written by a run with a different configuration")
+            raise CheckpointMismatch(
+                "the checkpoint was written by a run with a different configuration or number of ranks"
+            )
         self.net.load_state_dict(saved["net"])
         self.meta_optimizer.load_state_dict(saved["meta_optimizer"])
         torch.set_rng_state(saved["torch_rng"])
@@ -171,7 +189,7 @@ def meta_train(
     callbacks: Sequence[MetaTrainCallback] = (),
 ) -> MetaTrainResult:
     """Meta-train an LSTM optimizer on ``family``; resumes from ``checkpoint_dir`` when it has one."""
-    with cpu_threads(config.cpu_threads):
+    with cpu_threads(config.cpu_threads, coordinates=config.meta_batch_size * task_coordinates(family)):
         return _meta_train(family, config, checkpoint_dir, callbacks)
 
 
@@ -182,17 +200,24 @@ def _meta_train(
     callbacks: Sequence[MetaTrainCallback],
 ) -> MetaTrainResult:
     device = resolve_device(config.device)
+    ranks = current_ranks()
     check_distribution(family, config.family_distribution)  # before minutes of warm-start tuning
+    # Tuning shards its tasks over the ranks and gathers the scores: every rank picks the same.
     config, tuned_nominal = choose_nominal(family, config, device)
-    run = _Run(family, config, device)
+    run = _Run(family, config, device, ranks)
     checkpoint_path = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if checkpoint_path is not None and (saved := load_checkpoint(checkpoint_path)) is not None:
+    # Rank 0 reads the checkpoint and hands it to the others: they need no shared disk.
+    saved = load_checkpoint(checkpoint_path) if checkpoint_path is not None and ranks.main else None
+    if (saved := broadcast_object(saved, ranks)) is not None:
         run.restore(saved)
     elif (tuned := warm_start(run.net, family, config, device, tuned_nominal)) is not None:
         run.best_weights = copy.deepcopy(run.net.state_dict())
         run.history.append({"iteration": 0, "warm_start_lr": tuned})
 
-    validation_tasks = family.sample_stack(validation_seeds(config.validation_tasks))
+    # Each rank runs its share of the validation tasks; the gathered curves give every rank
+    # the same score, so every rank keeps the same best weights and history.
+    own_validation_seeds = shard(validation_seeds(config.validation_tasks), ranks)
+    validation_tasks = family.sample_stack(own_validation_seeds) if own_validation_seeds else None
     started = time.perf_counter()
     last_checkpoint = run.iteration
 
@@ -208,11 +233,16 @@ def _meta_train(
     def run_fraction() -> float:
         fraction = run.iteration / config.meta_iterations
         if config.max_seconds is not None:
-            fraction = max(fraction, elapsed() / config.max_seconds)
+            # Rank 0's clock: every rank must pick the same horizon and learning rate.
+            fraction = agree([max(fraction, elapsed() / config.max_seconds)], ranks)[0]
         return min(fraction, 1.0)
 
     def validate() -> None:
-        curve, _ = run_learned(run.net, validation_tasks, config.validation_steps, device)
+        local = None
+        if validation_tasks is not None:
+            local, _ = run_learned(run.net, validation_tasks, config.validation_steps, device)
+        curve = gather_rows(local, 0, ranks)
+        assert curve is not None  # validation_tasks >= 1
         run.last_validation = validation_score(curve, config)
         run.history.append({"iteration": run.iteration, "validation_loss": run.last_validation})
         if math.isfinite(run.last_validation) and run.last_validation < run.best_validation:
@@ -222,6 +252,13 @@ def _meta_train(
         for callback in callbacks:
             callback.on_validation(progress(None))
 
+    def stop_requested() -> tuple[bool, bool]:
+        """(cancelled, time budget spent), as rank 0's callbacks and clock say."""
+        cancelled = ranks.main and any(callback.should_stop() for callback in callbacks)
+        budget = config.max_seconds is not None and elapsed() >= config.max_seconds
+        cancelled_everywhere, budget_everywhere = agree([float(cancelled), float(budget)], ranks)
+        return bool(cancelled_everywhere), bool(budget_everywhere)
+
     if run.iteration == 0 and not any("validation_loss" in h for h in run.history):
         validate()  # the untrained optimizer is the first candidate, so "best" is never unmeasured
 
@@ -230,11 +267,7 @@ def _meta_train(
         horizon = config.horizon_at(run_fraction())
         weights = config.step_weights_for(horizon)
         trajectory_family = sample_family(family, config.family_distribution, config.seed, run.trajectory)
-        stack = trajectory_family.sample_stack(
-            [training_seed(config.seed, run.trajectory * config.meta_batch_size + b) for b in range(config.meta_batch_size)]
-        )
-        stack = scaled_stack(stack, config.random_scaling, config.seed, run.trajectory)
-        batch = OptimizeeBatch(run.net, stack, device)
+        batch = OptimizeeBatch(run.net, run.training_stack(trajectory_family), device)
         step = 0
         for unroll_length in unroll_lengths(config, horizon, run.trajectory):
             if run.iteration >= config.meta_iterations:
@@ -255,11 +288,7 @@ def _meta_train(
                 meta_loss = meta_loss + weights[step - 1] * step_objective(losses, config.meta_loss_log_weight)
             meta_loss = meta_loss / unroll_length
 
-            run.meta_optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(meta_loss))
-            if finite:
-                meta_loss.backward()
-                finite = _meta_gradient_is_finite(run.net)
+            finite, meta_loss_value = _meta_gradient(run, meta_loss)
             if finite:
                 if config.meta_lr_schedule == "cosine":
                     for group in run.meta_optimizer.param_groups:
@@ -273,7 +302,6 @@ def _meta_train(
                 run.skipped += 1
                 run.consecutive_nonfinite += 1
             run.iteration += 1
-            meta_loss_value = float(meta_loss.detach()) if finite else None
             run.history.append(
                 {"iteration": run.iteration, "meta_loss": math.nan if meta_loss_value is None else meta_loss_value}
             )
@@ -287,9 +315,10 @@ def _meta_train(
                 )
             if run.iteration % config.validation_every == 0 or run.iteration == config.meta_iterations:
                 validate()
-            if any(callback.should_stop() for callback in callbacks):
+            cancelled, budget_spent = stop_requested()
+            if cancelled:
                 raise MetaTrainingCancelled(f"cancelled at meta-iteration {run.iteration}")
-            if config.max_seconds is not None and elapsed() >= config.max_seconds:
+            if budget_spent:
                 stop_reason = "time budget"
                 break
             if not finite:
@@ -297,12 +326,13 @@ def _meta_train(
             batch.truncate()
         run.trajectory += 1
         if checkpoint_path is not None and run.iteration - last_checkpoint >= config.checkpoint_every:
-            save_checkpoint(checkpoint_path, run.state(elapsed()))
+            if ranks.main:
+                save_checkpoint(checkpoint_path, run.state(elapsed()))
             last_checkpoint = run.iteration
 
     if stop_reason is not None and run.history and "validation_loss" not in run.history[-1]:
         validate()  # the weights at the budget's end get their chance too
-    if checkpoint_path is not None:
+    if checkpoint_path is not None and ranks.main:
         save_checkpoint(checkpoint_path, run.state(elapsed()))
     run.net.load_state_dict(run.best_weights)
     return MetaTrainResult(
@@ -317,3 +347,18 @@ def _meta_train(
         stop_reason=stop_reason or "completed",
         config=config,
     )
+
+
+def _meta_gradient(run: _Run, meta_loss: torch.Tensor) -> tuple[bool, float | None]:
+    """Backpropagate this rank's meta-loss and average the meta-gradient over the ranks.
+
+    Returns whether every rank's meta-loss and meta-gradient were finite (one rank's NaN skips
+    the step on all of them), and the meta-loss (the ranks' mean) when they were.
+    """
+    run.meta_optimizer.zero_grad(set_to_none=True)
+    finite = bool(torch.isfinite(meta_loss))
+    if finite:
+        meta_loss.backward()
+        finite = _meta_gradient_is_finite(run.net)
+    value = float(meta_loss.detach()) if finite else None
+    return average_meta_gradient(list(run.net.parameters()), finite, value, run.ranks)
