@@ -202,3 +202,29 @@ def test_meta_train_register_and_evaluate_at_2x_and_on_held_out_styles(store_dir
         loss.backward()
         optimizer.step(loss=loss)
     assert task.loss({"image": image}).item() < start
+
+
+def test_the_service_lists_trains_and_registers_neural_art(tmp_path):
+    pytest.importorskip("fastapi")
+    from test_api_support import TERMINAL, TOKEN, api_client, auth, isolated_mlflow, wait_for
+
+    meta = {**{k: v for k, v in TINY_META.items() if k != "evaluation"}, "meta_batch_size": 2, "meta_iterations": 2,
+            "evaluation": {**TINY_META["evaluation"], "test_tasks": 2, "tuning_tasks": 2, "baselines": ["adam"]}}
+    with isolated_mlflow(tmp_path / "mlflow"), api_client(tmp_path / "data", workers=1, token=TOKEN) as client:
+        listed = client.get("/families/neural_art").json()
+        assert listed["error"] is None and listed["defaults"]["resolution"] == 64
+        assert listed["meta_train_defaults"]["preset"] == "l2l"
+        bad = client.post(
+            "/meta-train", json={"family": "neural_art", "family_config": {"styles": ["mosaic"]}}, headers=auth()
+        )
+        assert bad.status_code == 422 and "styles" in bad.text
+
+        body = {"family": "neural_art", "family_config": TINY, "meta_overrides": meta, "register": True}
+        response = client.post("/meta-train", json=body, headers=auth())
+        assert response.status_code == 202, response.text
+        job = wait_for(
+            lambda: client.get(f"/jobs/{response.json()['id']}").json(), lambda j: j["state"] in TERMINAL, 240
+        )
+        assert job["state"] == "succeeded", job
+        assert job["result"]["model_name"] == "l2l-neural_art"
+        assert job["result"]["optimizer_uri"] == f"models:/l2l-neural_art/{job['result']['model_version']}"
