@@ -35,6 +35,7 @@ RUN pip install -c constraints.txt \
         ./plugins/mnist_data \
         ./plugins/mnist_mlp \
         ./plugins/mnist_conv \
+        ./plugins/neural_art \
         ./registry \
         "./api[postgres]"
 

@@ -40,7 +40,7 @@ def open_client(mlflow_dir: Path, tmp_path: Path):
 
 
 def test_health_reports_mlflow_workers_and_queue(client) -> None:
-    response = client.get("/health")
+    response = client.get("/health", headers=auth())
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -56,7 +56,7 @@ def test_health_is_degraded_but_alive_when_mlflow_is_down(client, monkeypatch) -
         raise ConnectionError("connection refused")
 
     monkeypatch.setattr(registry_adapter, "ping", unreachable)
-    body = client.get("/health").json()
+    body = client.get("/health", headers=auth()).json()
     assert body["status"] == "degraded"
     assert body["mlflow"] == {
         "reachable": False,
@@ -150,7 +150,7 @@ def test_meta_train_queues_a_job_with_its_mlflow_run(client) -> None:
     listing = client.get("/jobs").json()
     assert [entry["id"] for entry in listing["jobs"]] == [job["id"]]
     assert client.get("/jobs", params={"state": "running"}).json()["jobs"] == []
-    assert client.get("/health").json()["jobs"]["queued"] == 1
+    assert client.get("/health", headers=auth()).json()["jobs"]["queued"] == 1
 
 
 def test_family_config_errors_are_422_with_field_locations(client) -> None:

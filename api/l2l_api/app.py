@@ -15,11 +15,13 @@ from l2l_api import __version__
 from l2l_api.db import JobStore
 from l2l_api.errors import install_error_handlers
 from l2l_api.jobs import JobService
+from l2l_api.openapi import install_family_schemas
 from l2l_api.responses import SafeJSONResponse
 from l2l_api.routes import families, health, jobs, optimizers
 from l2l_api.security import describe_exposure
 from l2l_api.settings import Settings, prepare_environment
 from l2l_api.supervisor import WorkerPool
+from l2l_registry.redaction import install_log_redaction
 
 logger = logging.getLogger("l2l_api")
 
@@ -37,6 +39,13 @@ def _open_mlflow() -> str:
     return registry_adapter.ping()
 
 
+def _open_mlflow_logged() -> None:
+    try:
+        logger.info("MLflow: %s", _open_mlflow())
+    except Exception as exc:  # noqa: BLE001 - the service runs anyway; /health reports it
+        logger.error("MLflow is unreachable at start-up: %s: %s", type(exc).__name__, exc)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -47,16 +56,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store, app.state.jobs, app.state.pool = store, service, pool
     if warning := describe_exposure(settings.host, settings.token_value()):
         logger.warning(warning)
-    try:
-        logger.info("MLflow: %s", await asyncio.to_thread(_open_mlflow))
-    except Exception as exc:  # noqa: BLE001 - the service starts anyway; /health reports it
-        logger.error("MLflow is unreachable at start-up: %s: %s", type(exc).__name__, exc)
+    # In the background: an unreachable tracking server must not keep the service from listening
+    # (its retries take minutes); /health reports it meanwhile.
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_mlflow_logged))
     # Before any worker starts: nothing may still look "running" from a previous life.
     await asyncio.to_thread(service.recover_interrupted)
     pool.start()
     try:
         yield
     finally:
+        opening.cancel()
         await asyncio.to_thread(pool.stop)
         await asyncio.to_thread(service.requeue_after_shutdown)
         store.dispose()
@@ -65,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application (uvicorn's factory: ``uvicorn --factory l2l_api.app:create_app``)."""
     settings = settings or Settings()
+    install_log_redaction()
     app = FastAPI(
         title="l2l-plugin service",
         version=__version__,
@@ -77,4 +87,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, families, jobs, optimizers):
         app.include_router(module.router)
+    install_family_schemas(app)
     return app

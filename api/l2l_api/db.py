@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -34,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from l2l_registry.redaction import redact
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -105,6 +109,13 @@ class JobRow(Base):
     promoted: Mapped[bool | None] = mapped_column(Boolean)
     promotion_reason: Mapped[str | None] = mapped_column(Text)
     optimizer_uri: Mapped[str | None] = mapped_column(String(500))
+    # The MLflow run status (FAILED, KILLED) still to be set because MLflow was unreachable when
+    # the job ended; the supervisor retries until it is set (then null).
+    run_close_pending: Mapped[str | None] = mapped_column(String(16))
+    # A recipe search (l2l_api.search): what the request asked, and the search's summary at the end.
+    search: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    search_result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ranks: Mapped[int | None] = mapped_column(Integer)  # torch.distributed ranks (null: 1)
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,10 @@ class Job:
     promoted: bool | None
     promotion_reason: str | None
     optimizer_uri: str | None
+    run_close_pending: str | None = None
+    search: dict[str, Any] | None = None
+    search_result: dict[str, Any] | None = None
+    ranks: int | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> Job:
@@ -156,11 +171,14 @@ class JobResult:
     model_version: str | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None
+    search: dict[str, Any] | None = None  # a recipe search's summary (whether it beat the defaults)
 
 
 # Columns added after the first release: a job store created before them gets them at start-up
 # (each nullable, so old rows read as "unknown").
-ADDED_COLUMNS = ("phase", "phase_done", "phase_total", "stop_reason")
+ADDED_COLUMNS = (
+    "phase", "phase_done", "phase_total", "stop_reason", "run_close_pending", "search", "search_result", "ranks",
+)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:
@@ -185,7 +203,11 @@ def add_missing_columns(engine: Engine) -> list[str]:
 
 
 def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+    """Stored text for people: without secrets (l2l_registry.redaction), and not too long."""
+    if text is None:
+        return None
+    text = redact(text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
 def _finite(value: float | None) -> float | None:
@@ -242,6 +264,8 @@ class JobStore:
         register: bool,
         iterations_total: int,
         mlflow_run_id: str | None,
+        search: dict[str, Any] | None = None,
+        ranks: int = 1,
     ) -> Job:
         now = utcnow()
         row = JobRow(
@@ -258,6 +282,8 @@ class JobStore:
             attempt=0,
             interruptions=0,
             mlflow_run_id=mlflow_run_id,
+            search=search,
+            ranks=ranks,
         )
         with self._session() as session:
             session.add(row)
@@ -425,6 +451,7 @@ class JobStore:
                 model_version=result.model_version,
                 promoted=result.promoted,
                 promotion_reason=_clip(result.promotion_reason),
+                search_result=result.search,
             )
         with self._session() as session:
             updated = session.execute(
@@ -458,3 +485,47 @@ class JobStore:
                 .values(**values)
             )
             return result.rowcount == 1
+
+    # -- MLflow runs left open (MLflow was unreachable when their job ended) ----------------------
+
+    def mark_run_close_pending(self, job_id: str, status: str) -> None:
+        with self._session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(run_close_pending=status))
+
+    def runs_to_close(self, limit: int = 20) -> list[Job]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.run_close_pending.is_not(None)).order_by(JobRow.updated_at).limit(limit)
+            )
+            return [Job.of(row) for row in rows]
+
+    def run_closed(self, job_id: str) -> None:
+        with self._session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(run_close_pending=None))
+
+    # -- the champion lock (l2l_registry.gate.champion_lock), shared by every worker ---------------
+
+    @contextmanager
+    def champion_lock(self, model: str) -> Iterator[None]:
+        """Held while a worker reads, compares with and moves ``model``'s champion.
+
+        PostgreSQL: a session advisory lock keyed by the model name, so every worker of every
+        service process using this job database is serialised. SQLite (one machine): a file lock
+        beside the database file; a write transaction would block every progress update for as
+        long as the champion is evaluated.
+        """
+        from l2l_registry.gate import file_lock
+
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(hashtextextended(:name, 0))"), {"name": model})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock_all()"))
+                    connection.commit()
+            return
+        database = self.engine.url.database
+        folder = Path(database).parent if database and database != ":memory:" else Path(tempfile.gettempdir())
+        with file_lock(folder / "locks" / f"{model}.champion.lock"):
+            yield

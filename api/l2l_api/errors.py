@@ -56,7 +56,23 @@ async def _api_error(request: Request, exc: Exception) -> SafeJSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> SafeJSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    # Asked per method: FastAPI wraps included routers, so the routes' own method sets are not
+    # all visible from the application; a full match for a method means it is served.
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]
 
 
 async def _validation_error(request: Request, exc: Exception) -> SafeJSONResponse:

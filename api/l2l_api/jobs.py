@@ -23,8 +23,11 @@ from l2l_api import registry_adapter
 from l2l_api.db import CANCELLED, FAILED, Job, JobStore
 from l2l_api.errors import APIError, field_errors
 from l2l_api.joblog import log_job_end
-from l2l_api.limits import effective_overrides, limit_errors
+from l2l_api.limits import cost_errors, effective_overrides, limit_errors, non_finite_errors
+from l2l_api.runs import close_run
+from l2l_api.disk import disk_free_mb
 from l2l_api.schemas import MetaTrainRequest
+from l2l_api.search import effective_search, search_errors
 from l2l_api.settings import Settings
 from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
 from l2l_plugin.pipeline import CHECKPOINT_DIR, STOP_CANCELLED
@@ -55,6 +58,8 @@ class ValidatedRequest:
     meta_overrides: dict[str, Any]
     register: bool
     iterations: int
+    search: dict[str, Any] | None = None  # the recipe search the job runs first (l2l_api.search)
+    ranks: int = 1  # torch.distributed ranks (README "Scaling out")
 
 
 def distribution_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings) -> list[dict[str, Any]]:
@@ -107,9 +112,28 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
         )
     except ValidationError as exc:
         errors += field_errors(exc, "body", "meta_overrides")
+    errors += non_finite_errors(request.family_config, "family_config")
+    errors += non_finite_errors(request.meta_overrides, "meta_overrides")
     if errors:
         raise RequestValidationError(errors)
     if errors := limit_errors(config, settings) + distribution_errors(family, config, settings):
+        raise RequestValidationError(errors)
+    if errors := cost_errors(family, config, settings):
+        raise RequestValidationError(errors)
+    if request.ranks > settings.max_ranks:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ["body", "ranks"],
+                    "msg": f"at most {settings.max_ranks} ranks on this service (L2L_API_MAX_RANKS)",
+                    "input": request.ranks,
+                }
+            ]
+        )
+    if request.search is not None and (
+        errors := search_errors(request.search, family_class, config, request.meta_overrides, settings)
+    ):
         raise RequestValidationError(errors)
     try:
         resolve_device(config.device)
@@ -130,6 +154,8 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
         meta_overrides=effective_overrides(request.meta_overrides, config, settings),
         register=request.should_register,
         iterations=config.meta_iterations,
+        search=None if request.search is None else effective_search(request.search, settings),
+        ranks=request.ranks,
     )
 
 
@@ -142,6 +168,13 @@ class JobService:
 
     def submit(self, request: MetaTrainRequest) -> Job:
         valid = validate_request(request, self.settings)
+        if (free := disk_free_mb(self.settings.data_dir)) is not None and free < self.settings.min_free_disk_mb:
+            raise APIError(
+                503,
+                f"the service's data directory is nearly full ({free:.0f} MB free, "
+                f"L2L_API_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb:g}); the job was not queued",
+                headers={"Retry-After": "300"},
+            )
         job_id = uuid.uuid4().hex
         with self._submit_lock:
             queued = self.store.count("queued")
@@ -153,7 +186,17 @@ class JobService:
                     headers={"Retry-After": "30"},
                 )
             try:
-                run_id = registry_adapter.create_queued_run(job_id, valid.family, valid.family_config)
+                run_id = registry_adapter.bounded(
+                    self.settings.mlflow_request_timeout_seconds,
+                    registry_adapter.create_queued_run,
+                    job_id,
+                    valid.family,
+                    valid.family_config,
+                )
+            except registry_adapter.MlflowTimeout as exc:
+                raise APIError(
+                    503, f"{exc}; the job was not queued", headers={"Retry-After": "30"}
+                ) from None
             except Exception as exc:  # noqa: BLE001 - the tracking server is down or misconfigured
                 logger.exception("creating the MLflow run of job %s failed", job_id)
                 raise APIError(
@@ -170,6 +213,8 @@ class JobService:
                     valid.register,
                     valid.iterations,
                     run_id,
+                    search=valid.search,
+                    ranks=valid.ranks,
                 )
             except Exception:
                 registry_adapter.end_run(run_id, "FAILED")
@@ -181,7 +226,7 @@ class JobService:
         if job is None:
             raise APIError(404, f"no job {job_id}")
         if self.store.cancel_queued(job_id):
-            _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+            self._end_run(job, "KILLED", STOP_CANCELLED)
             log_job_end(logger, self.store, job_id)
             return self._get(job_id), True
         if self.store.request_cancel(job_id):
@@ -191,6 +236,12 @@ class JobService:
             return job, True
         raise APIError(
             409, f"job {job_id} has already {job.state}; only queued or running jobs can be cancelled"
+        )
+
+    def _end_run(self, job: Job, status: str, stop_reason: str) -> None:
+        """Bounded: an unreachable MLflow leaves it to the supervisor (l2l_api.runs)."""
+        close_run(
+            self.store, job.id, job.mlflow_run_id, status, stop_reason, self.settings.mlflow_request_timeout_seconds
         )
 
     def _get(self, job_id: str) -> Job:
@@ -207,7 +258,7 @@ class JobService:
         if self.store.finish(
             job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)", stop_reason=STOP_CANCELLED
         ):
-            _end_run_quietly(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+            self._end_run(job, "KILLED", STOP_CANCELLED)
             log_job_end(logger, self.store, job.id)
 
     def recover_interrupted(self) -> list[Job]:
@@ -236,7 +287,7 @@ class JobService:
                 "not resumed again",
                 stop_reason=STOP_INTERRUPTED_TOO_OFTEN,
             ):
-                _end_run_quietly(job.mlflow_run_id, "FAILED", STOP_INTERRUPTED_TOO_OFTEN)
+                self._end_run(job, "FAILED", STOP_INTERRUPTED_TOO_OFTEN)
                 log_job_end(logger, self.store, job.id)
             recovered.append(self._get(job.id))
             logger.warning("job %s was running when the service stopped: now %s", job.id, recovered[-1].state)
@@ -256,8 +307,3 @@ class JobService:
                 )
 
 
-def _end_run_quietly(run_id: str | None, status: str, stop_reason: str | None = None) -> None:
-    try:
-        registry_adapter.end_run(run_id, status, stop_reason)
-    except Exception:  # noqa: BLE001 - the job record is authoritative; the run stays as it was
-        logger.exception("could not set MLflow run %s to %s", run_id, status)

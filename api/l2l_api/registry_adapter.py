@@ -11,14 +11,15 @@ mlflow is imported inside the functions, like l2l_registry does, to keep imports
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from l2l_registry import MetaTrainingRun, model_name
 from l2l_registry.conventions import OPTIMIZER_ARTIFACT, TAG_FAMILY, TAG_FAMILY_CONFIG_HASH, config_hash
@@ -32,6 +33,28 @@ from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
 from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome, PhaseHook
 
 TAG_JOB_ID = "l2l.api_job_id"
+
+# MLflow calls made while answering a request run here, so the request can give up on one that
+# hangs (a server that accepts connections but does not answer) without the event loop or
+# FastAPI's request threads waiting for it. Bounded: when MLflow hangs, requests fail fast
+# instead of piling up threads.
+_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="l2l-mlflow")
+
+T = TypeVar("T")
+
+
+class MlflowTimeout(TimeoutError):
+    """An MLflow call did not answer within the request's time bound."""
+
+
+def bounded(timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in the MLflow thread pool; :class:`MlflowTimeout` after ``timeout`` s."""
+    future = _EXECUTOR.submit(fn, *args, **kwargs)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued behind hung calls: never run it
+        raise MlflowTimeout(f"MLflow did not answer within {timeout:g} s") from None
 
 
 @quiet
@@ -63,6 +86,12 @@ def end_run(run_id: str | None, status: str, stop_reason: str | None = None) -> 
         if stop_reason is not None:
             mlflow_client.set_tag(run_id, TAG_STOP_REASON, stop_reason)
         mlflow_client.set_terminated(run_id, status)
+
+
+@quiet
+def run_status(run_id: str | None) -> str | None:
+    """The MLflow status of a job's run (RUNNING, FINISHED, FAILED, ...)."""
+    return str(client(configure()).get_run(run_id).info.status) if run_id else None
 
 
 @quiet

@@ -7,7 +7,7 @@ import secrets
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-_bearer = HTTPBearer(auto_error=False, description="Required on POST and DELETE when L2L_API_TOKEN is set.")
+bearer = _bearer = HTTPBearer(auto_error=False, description="Required on POST and DELETE when L2L_API_TOKEN is set.")
 
 
 def require_token(
@@ -25,6 +25,15 @@ def require_token(
             detail="missing or invalid bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def presents_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Whether the caller may see details: the token is presented, or none is configured."""
+    expected = request.app.state.settings.token_value()
+    if expected is None:
+        return True
+    presented = credentials.credentials if credentials is not None else ""
+    return secrets.compare_digest(presented.encode(), expected.encode())
 
 
 def describe_exposure(host: str, token: str | None) -> str | None:

@@ -72,6 +72,31 @@ class Settings(BaseSettings):
         2, ge=0, description="Service restarts a running job survives (resumed from its checkpoint)."
     )
     poll_seconds: float = Field(0.5, gt=0, le=10, description="How often an idle worker looks for a job.")
+    min_free_disk_mb: float = Field(
+        200.0,
+        ge=0,
+        description="Below this much free space in the data directory POST answers 503 and /health "
+        "says degraded (a full disk kills workers mid-checkpoint).",
+    )
+
+    # -- MLflow calls (bounded, so an unreachable server costs seconds, not minutes) ------------
+    mlflow_request_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="An MLflow call made while answering a request that takes longer gets 503 with "
+        "Retry-After (the call itself is left to finish in the background).",
+    )
+    mlflow_http_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Per HTTP request to an mlflow server (MLFLOW_HTTP_REQUEST_TIMEOUT, unless set).",
+    )
+    mlflow_http_retries: int = Field(
+        2,
+        ge=0,
+        description="Retries of a failed HTTP request to an mlflow server, 1 s apart and doubling "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES, unless set); mlflow's own default retries for minutes.",
+    )
 
     # -- the cost of one request (a body asking for more gets 422) -----------------------------
     max_meta_iterations: int = Field(20_000, ge=1)
@@ -82,10 +107,36 @@ class Settings(BaseSettings):
     max_tuning_tasks: int = Field(100, ge=1)
     max_evaluation_steps: int = Field(10_000, ge=1)
     max_cpu_threads: int = Field(4, ge=1)
+    max_ranks: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Cap on a job's ranks (data-parallel meta-training processes); default: the machine's cores.",
+    )
     max_train_seconds: float = Field(
         3600.0,
         gt=0,
         description="Cap on meta_overrides.max_seconds; a request that sets none gets this budget.",
+    )
+    max_search_trials: int = Field(50, ge=1, description="Cap on search.trials of a recipe search.")
+    max_search_seconds: float = Field(
+        3600.0, gt=0, description="Cap on search.budget (the trials' wall-clock; the winner's training comes after)."
+    )
+    max_task_memory_mb: float = Field(
+        2048.0,
+        gt=0,
+        description="Cap on the memory the family declares per task (TaskFamily.cost) times the most "
+        "tasks held at once (meta-batch, validation, test tasks).",
+    )
+    max_evaluation_work: float = Field(
+        1e14,
+        gt=0,
+        description="Cap on the evaluation's arithmetic: the family's declared work per step (plus the "
+        "LSTM's per coordinate) × steps × test and tuning runs.",
+    )
+    max_lr_grid_points: int = Field(64, ge=1, description="Cap on the baselines' learning-rate grid size.")
+    lr_range: tuple[float, float] = Field(
+        (1e-10, 1e6),
+        description="Learning rates a request's evaluation grid may span (finite, as a JSON list).",
     )
 
     @property
@@ -122,5 +173,9 @@ def prepare_environment(settings: Settings) -> None:
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get(MLFLOW_DIR_ENV):
         os.environ[MLFLOW_DIR_ENV] = str(settings.mlflow_dir)
+    # Bounded MLflow HTTP calls here and in the workers (spawned: they inherit the environment).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.mlflow_http_timeout_seconds:g}")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     # Download progress bars are for terminals; in a service log they are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -2,9 +2,13 @@
 
 A thread of the API process (not an asyncio task: starting a process blocks). Every tick it
 
-- restarts a worker that died, after failing the job it was running (a worker that dies while
-  the service is up most likely hit something deterministic, like running out of memory, so the
-  job is not retried; the reason says how the process ended);
+- restarts a worker that died. Its job resumes from its checkpoint when one was written (up to
+  ``max_resumes`` interruptions, like a service restart), else it fails: a worker that dies
+  before its first checkpoint most likely hit something deterministic (out of memory). Either
+  way the job says how the process ended and why: the worker writes its fatal error (a full
+  disk, a database it can no longer write) into memory shared with this thread, since the
+  disk or the database may be what failed;
+- retries setting the MLflow status of runs whose job ended while MLflow was unreachable;
 - kills the worker of a job whose cancellation was not honoured within the grace period (a
   long evaluation does not look at the cancel flag) and marks the job cancelled;
 - kills the worker of a job over the time limit and marks the job failed.
@@ -23,16 +27,20 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from l2l_api.db import CANCELLED, FAILED, Job, JobStore, utcnow
 from l2l_api.joblog import log_job_end
+from l2l_api.runs import close_pending_runs, close_run
 from l2l_api.settings import Settings
-from l2l_api.worker import worker_main
-from l2l_plugin.pipeline import STOP_CANCELLED
+from l2l_api.worker import CAUSE_BYTES, worker_main
+from l2l_plugin.pipeline import CHECKPOINT_DIR, STOP_CANCELLED
+from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
 
 logger = logging.getLogger("l2l_api.supervisor")
 
 TICK_SECONDS = 0.5
+CLOSE_RUNS_SECONDS = 15.0  # how often runs left open by an MLflow outage are retried
 RESTART_BACKOFF_SECONDS = (1.0, 5.0, 30.0)  # a worker that keeps dying is restarted less often
 
 # Stop reasons of the jobs the pool ends itself.
@@ -47,6 +55,13 @@ class _Slot:
     started: float = 0.0
     quick_deaths: int = 0
     next_start: float = 0.0
+    cause: Any = None  # shared memory: the worker's fatal error, written just before it exits
+
+    def read_cause(self) -> str | None:
+        if self.cause is None:
+            return None
+        text = bytes(self.cause).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+        return text or None
 
 
 def describe_exit(code: int | None) -> str:
@@ -65,11 +80,14 @@ class WorkerPool:
         self.settings = settings
         self.store = store
         self.slots = [_Slot(i) for i in range(settings.workers)]
+        # Workers inherit it: a job's cpu_threads 'auto' never picks more than the service allows.
+        os.environ["L2L_MAX_CPU_THREADS"] = str(settings.max_cpu_threads)
         # spawn, not fork: the API process has threads (and torch), which fork does not copy safely.
         self._context = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._next_close_runs = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -133,8 +151,12 @@ class WorkerPool:
             if slot.process is None and now >= slot.next_start and not self._stop.is_set():
                 self._spawn(slot)
         self._enforce_limits()
+        if now >= self._next_close_runs:
+            self._next_close_runs = now + CLOSE_RUNS_SECONDS
+            close_pending_runs(self.store, self.settings.mlflow_request_timeout_seconds)
 
     def _spawn(self, slot: _Slot) -> None:
+        cause = self._context.RawArray("c", CAUSE_BYTES)
         process = self._context.Process(
             target=worker_main,
             args=(
@@ -143,6 +165,7 @@ class WorkerPool:
                 str(self.settings.jobs_dir),
                 os.getpid(),
                 self.settings.poll_seconds,
+                cause,
             ),
             name=f"l2l-worker-{slot.index}",
             daemon=False,  # daemonic processes cannot have children; torch may start some
@@ -150,17 +173,21 @@ class WorkerPool:
         with self._lock:
             process.start()
             slot.process = process
+            slot.cause = cause
             slot.started = time.monotonic()
         logger.info("worker %d started (pid %s)", slot.index, process.pid)
 
     def _worker_died(self, slot: _Slot, process: BaseProcess) -> None:
+        """Resume or fail the dead worker's job. Raises when the job store cannot be written (a
+        full disk): the slot keeps its dead process and the next tick tries again."""
         how = describe_exit(process.exitcode)
+        cause = slot.read_cause()
+        if cause:
+            how = f"{how}: {cause}"
         logger.warning("worker %d (pid %s) ended: %s", slot.index, process.pid, how)
         for job in self.store.running():
             if job.worker_slot == slot.index and job.worker_pid == process.pid:
-                self._fail(
-                    job, FAILED, f"the worker process running this job ended unexpectedly ({how})", STOP_WORKER_DIED
-                )
+                self._resume_or_fail(job, how)
         lived = time.monotonic() - slot.started
         slot.quick_deaths = slot.quick_deaths + 1 if lived < 60 else 0
         delay = (
@@ -169,6 +196,26 @@ class WorkerPool:
             else 0
         )
         slot.next_start = time.monotonic() + delay
+
+    def has_checkpoint(self, job: Job) -> bool:
+        return (self.settings.jobs_dir / job.id / CHECKPOINT_DIR / CHECKPOINT_NAME).is_file()
+
+    def _resume_or_fail(self, job: Job, how: str) -> None:
+        resumable = job.cancel_requested_at is None and self.has_checkpoint(job)
+        if resumable and job.interruptions < self.settings.max_resumes:
+            message = (
+                f"the worker process ended unexpectedly during attempt {job.attempt} ({how}); "
+                "resumes from its last checkpoint"
+            )
+            if self.store.requeue(job.id, job.attempt, message, True):
+                logger.warning("job %s: %s", job.id, message)
+            return
+        limit = "" if not self.has_checkpoint(job) else (
+            f"; interrupted {job.interruptions + 1} times (L2L_API_MAX_RESUMES={self.settings.max_resumes})"
+        )
+        self._fail(
+            job, FAILED, f"the worker process running this job ended unexpectedly ({how}){limit}", STOP_WORKER_DIED
+        )
 
     def _enforce_limits(self) -> None:
         now = utcnow()
@@ -208,12 +255,12 @@ class WorkerPool:
         self, job: Job, state: str, error: str | None, stop_reason: str, message: str | None = None
     ) -> None:
         if self.store.finish(job.id, job.attempt, state, error=error, message=message, stop_reason=stop_reason):
-            from l2l_api import registry_adapter
-
-            try:
-                registry_adapter.end_run(
-                    job.mlflow_run_id, "KILLED" if state == CANCELLED else "FAILED", stop_reason
-                )
-            except Exception:  # noqa: BLE001 - the job record is what matters; the run stays RUNNING
-                logger.exception("could not end MLflow run %s of job %s", job.mlflow_run_id, job.id)
+            close_run(
+                self.store,
+                job.id,
+                job.mlflow_run_id,
+                "KILLED" if state == CANCELLED else "FAILED",
+                stop_reason,
+                timeout=self.settings.mlflow_request_timeout_seconds,
+            )
             log_job_end(logger, self.store, job.id)

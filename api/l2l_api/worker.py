@@ -7,12 +7,15 @@ check between meta-iterations elsewhere), so a killed service never leaves a job
 
 from __future__ import annotations
 
+import errno
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
 from l2l_api.joblog import log_job_end
@@ -27,6 +30,41 @@ from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled, MetaTr
 logger = logging.getLogger("l2l_api.worker")
 
 PROGRESS_WRITE_SECONDS = 0.5  # progress is written at most this often (and at every validation)
+CAUSE_BYTES = 2048  # the shared buffer a dying worker writes its fatal error into
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for a job's error, without secrets; MLflow connectivity said plainly."""
+    from l2l_registry.redaction import redact
+
+    text = f"{type(exc).__name__}: {exc}"
+    if _is_mlflow_unreachable(exc):
+        text = f"MLflow is unreachable ({text})"
+    return redact(text)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT anywhere in the chain, or SQLite's "database or disk is full"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(seen) or "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_mlflow_unreachable(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, ConnectionError | TimeoutError) or name in ("ConnectionError", "MaxRetryError"):
+            return True
+        if "Max retries exceeded" in str(seen) or "Failed to establish a new connection" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class JobLost(MetaTrainingCancelled):
@@ -121,6 +159,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
     """Run one claimed job to a terminal state (unless the job stopped being ours)."""
     from l2l_api import registry_adapter
     from l2l_plugin.pipeline import meta_train_and_evaluate
+    from l2l_plugin.training.distributed.spawn import local_ranks, meta_train_arguments
     from l2l_registry import MetaTrainingRun
 
     reporter = JobProgressReporter(store, job, parent_pid)
@@ -139,17 +178,28 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
                 stop_reason=registry_adapter.stop_reason_of_run(job.mlflow_run_id),
             )
             return
+        overrides, search = job.meta_overrides, None
+        if job.search:
+            search = _search(job, store, reporter)
+            overrides = search.overrides  # the winner's recipe, or the defaults (job.meta_overrides)
         with MetaTrainingRun(
-            job.family, job.family_config, job.meta_overrides, run_id=job.mlflow_run_id
+            job.family, job.family_config, overrides, run_id=job.mlflow_run_id
         ) as run:
 
             def phase(progress: PhaseProgress) -> None:
                 run.on_phase(progress)  # the MLflow run's tags
                 reporter.on_phase(progress)  # the job record
 
-            outcome = meta_train_and_evaluate(
-                job.family, job.family_config, job.meta_overrides, out_dir, [run.callback, reporter], phase
-            )
+            # With ranks > 1 this process is rank 0 (its callbacks decide progress and cancellation
+            # for every rank) and the others are `l2l meta-train` children, gone when this ends.
+            with local_ranks(job.ranks or 1, meta_train_arguments(job.family, job.family_config, overrides, out_dir)):
+                outcome = meta_train_and_evaluate(
+                    job.family, job.family_config, overrides, out_dir, [run.callback, reporter], phase
+                )
+            if search is not None:
+                from l2l_registry.search.tracking import record_search
+
+                record_search(outcome, search.as_dict())  # the manifest says which recipe and why
             reporter.check()
             if job.register:
                 published = run.publish(outcome, on_phase=reporter.on_phase)
@@ -160,6 +210,8 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
                 result = JobResult(
                     optimizer_uri=registry_adapter.log_unregistered(run, outcome, on_phase=reporter.on_phase)
                 )
+            if search is not None:
+                result = dataclasses.replace(result, search=search.as_dict())
         finished = store.finish(
             job.id, job.attempt, SUCCEEDED, message="done", result=result, stop_reason=outcome.stop_reason
         )
@@ -173,13 +225,58 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
             job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}", stop_reason=STOP_CANCELLED
         )
     except Exception as exc:  # noqa: BLE001 - any failure is the job's, recorded without a traceback
+        if is_disk_full(exc):
+            # Not the job's fault, and nothing can be recorded now: the worker dies with the cause
+            # (shared memory), and the supervisor resumes the job from its checkpoint later.
+            logger.error("job %s: the disk is full (%s); this worker stops", job.id, describe_error(exc))
+            raise
         logger.exception("job %s failed", job.id)
         finished = store.finish(
-            job.id, job.attempt, FAILED, error=f"{type(exc).__name__}: {exc}", stop_reason=stop_reason_of(exc)
+            job.id, job.attempt, FAILED, error=describe_error(exc), stop_reason=stop_reason_of(exc)
         )
+        if finished:
+            _close_failed_run(store, job, stop_reason_of(exc))
     finally:
         if finished:
             log_job_end(logger, store, job.id)
+
+
+def _search(job: Job, store: JobStore, reporter: JobProgressReporter) -> Any:
+    """The job's recipe search (its study resumes on a resumed job); a cancel ends the run KILLED."""
+    from l2l_api import registry_adapter
+    from l2l_api.search import run_job_search
+
+    try:
+        return run_job_search(
+            job.id,
+            job.family,
+            job.family_config,
+            job.meta_overrides,
+            job.search or {},
+            job.mlflow_run_id,
+            store.engine.url.render_as_string(hide_password=False),
+            reporter,
+            reporter.on_phase,
+        )
+    except JobLost:
+        raise  # the job resumes elsewhere, its run and study with it
+    except MetaTrainingCancelled:
+        if not reporter.lost and not reporter.parent_gone():
+            registry_adapter.end_run(job.mlflow_run_id, "KILLED", STOP_CANCELLED)
+        raise
+
+
+def _close_failed_run(store: JobStore, job: Job, stop_reason: str) -> None:
+    """The run ends FAILED; when MLflow was what failed, the supervisor sets it later."""
+    from l2l_api import registry_adapter
+    from l2l_api.runs import close_run
+
+    try:
+        status = registry_adapter.run_status(job.mlflow_run_id)
+    except Exception:  # noqa: BLE001 - unreachable: close_run records it as pending
+        status = "RUNNING"
+    if status in ("RUNNING", "SCHEDULED"):
+        close_run(store, job.id, job.mlflow_run_id, "FAILED", stop_reason)
 
 
 def _registered_result(family: str, version: str, promoted: bool | None, reason: str | None) -> JobResult:
@@ -209,16 +306,44 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(slot: int, database_url: str, jobs_dir: str, parent_pid: int, poll_seconds: float) -> None:
+def _write_cause(cause: Any, exc: BaseException) -> None:
+    """The fatal error into the supervisor's shared buffer (no disk, no database: they may be full)."""
+    if cause is None:
+        return
+    text = describe_error(exc)
+    if exc.__context__ is not None and not isinstance(exc, KeyboardInterrupt):
+        text = f"{describe_error(exc.__context__)}; then recording it failed: {text}"
+    data = text.encode("utf-8", "replace")[: CAUSE_BYTES - 1]
+    cause[: len(data)] = data
+    cause[len(data)] = b"\0"
+
+
+def worker_main(
+    slot: int, database_url: str, jobs_dir: str, parent_pid: int, poll_seconds: float, cause: Any = None
+) -> None:
     """Entry point of a worker process (multiprocessing, spawn start method)."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
         return
+    from l2l_registry.redaction import install_log_redaction
+
+    install_log_redaction()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{slot} %(levelname)s %(message)s")
+    try:
+        _serve_jobs(slot, database_url, jobs_dir, parent_pid, poll_seconds)
+    except BaseException as exc:
+        _write_cause(cause, exc)
+        raise
+
+
+def _serve_jobs(slot: int, database_url: str, jobs_dir: str, parent_pid: int, poll_seconds: float) -> None:
     import torch
 
     torch.set_num_threads(1)  # MetaTrainConfig.cpu_threads sets it per job; keep idle imports light too
     store = JobStore(database_url)
+    from l2l_registry.gate import set_champion_lock
+
+    set_champion_lock(store.champion_lock)  # every worker of this job database shares it
     directory = Path(jobs_dir)
     pid = os.getpid()
     while os.getppid() == parent_pid:

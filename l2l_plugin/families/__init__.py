@@ -1,6 +1,14 @@
 """Task families: the plugin contract, entry-point discovery and the conformance checks."""
 
-from l2l_plugin.families.base import LoopedTaskStack, Params, Task, TaskFamily, TaskStack, seeded_generator
+from l2l_plugin.families.base import (
+    LoopedTaskStack,
+    Params,
+    Task,
+    TaskCost,
+    TaskFamily,
+    TaskStack,
+    seeded_generator,
+)
 from l2l_plugin.families.conformance import FamilyContractError, check_family
 from l2l_plugin.families.discovery import (
     ENTRY_POINT_GROUP,
@@ -22,6 +30,7 @@ __all__ = [
     "LoopedTaskStack",
     "Params",
     "Task",
+    "TaskCost",
     "TaskFamily",
     "TaskStack",
     "UnknownFamilyError",

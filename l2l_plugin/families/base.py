@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -86,6 +87,20 @@ class LoopedTaskStack(TaskStack):
         return None if any(value is None for value in values) else torch.stack(values)
 
 
+@dataclass(frozen=True)
+class TaskCost:
+    """What one task of a family costs, worked out from the config alone (nothing sampled), so
+    a service can refuse a config before a worker tries to allocate it."""
+
+    #: Optimizee parameters: the LSTM optimizer runs once per coordinate per step.
+    coordinates: int
+    #: Floats one sampled task holds (its parameters and its own data; data sets shared by all
+    #: tasks, such as MNIST, are not counted).
+    memory_floats: int
+    #: Multiply-adds of one loss-and-gradient evaluation.
+    step_work: int
+
+
 class TaskFamily(BaseModel, abc.ABC):
     """Base class of every task family; subclass it, add fields, implement :meth:`sample`.
 
@@ -99,6 +114,10 @@ class TaskFamily(BaseModel, abc.ABC):
     #: Overrides of l2l_plugin.training.MetaTrainConfig that suit this family (nested dicts),
     #: applied beneath the user's own overrides.
     meta_train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Optional narrowing of the recipe search (``l2l meta-train --search``) for this family:
+    #: knob name → a fixed value, ``{"choices": [...]}`` or ``{"low": a, "high": b}`` inside the
+    #: declared space (l2l_registry.search.space; validated when a search starts).
+    meta_train_search_hints: ClassVar[dict[str, Any]] = {}
 
     @abc.abstractmethod
     def sample(self, seed: int) -> Task:
@@ -111,13 +130,16 @@ class TaskFamily(BaseModel, abc.ABC):
         """
         return LoopedTaskStack([self.sample(seed) for seed in seeds])
 
+    def cost(self) -> TaskCost | None:
+        """This config's :class:`TaskCost`; override it when a field multiplies memory or work.
+
+        None (the default) declares nothing: a service then caps only the meta-training knobs.
+        """
+        return None
+
     @classmethod
     def description(cls) -> str:
         doc = inspect.getdoc(cls) or ""
-    #: Optional narrowing of the recipe search (``l2l meta-train --search``) for this family:
-    #: knob name → a fixed value, ``{"choices": [...]}`` or ``{"low": a, "high": b}`` inside the
-    #: declared space (l2l_registry.search.space; validated when a search starts).
-    meta_train_search_hints: ClassVar[dict[str, Any]] = {}
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
 

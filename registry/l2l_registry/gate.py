@@ -16,7 +16,11 @@ promotion (a human can still force it with ``l2l promote``).
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -25,6 +29,9 @@ from l2l_plugin.evaluation import EvaluationReport
 from l2l_plugin.evaluation.report import LEARNED, OptimizerResult
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training import cpu_threads
+
+from l2l_registry.redaction import redact
+from l2l_registry.store import Store
 
 _CPU = torch.device("cpu")
 
@@ -111,7 +118,7 @@ def decide(
     if not report.beats_every_baseline:
         return GateDecision(False, _baseline_reason(report), comparison)
     if champion_error is not None:
-        return GateDecision(False, f"the current champion could not be evaluated: {champion_error}", None)
+        return GateDecision(False, redact(f"the current champion could not be evaluated: {champion_error}"), None)
     if comparison is None:
         return GateDecision(True, "beats every tuned baseline; no champion yet")
     verdict = (
@@ -122,3 +129,60 @@ def decide(
     if comparison.challenger_wins:
         return GateDecision(True, f"beats every tuned baseline and the champion, {verdict}", comparison)
     return GateDecision(False, f"beats every tuned baseline but not the champion, {verdict}", comparison)
+
+
+# -- the champion lock ----------------------------------------------------------------------------
+#
+# MLflow has no compare-and-set on an alias: two publishers of one family could both read the
+# champion, both win against it, and the later alias write would silently discard the earlier
+# comparison. Every publisher therefore reads the champion, compares, registers and moves the
+# alias while holding this lock. The default is an advisory file lock (filelock: fcntl/msvcrt)
+# in a folder every publisher on the machine shares; a service whose workers share a database
+# installs a lock in it (l2l_api: a PostgreSQL advisory lock, or a file lock beside SQLite) with
+# set_champion_lock. Other publishers (a notebook, `l2l meta-train --register`) on another
+# machine must take the same lock: point L2L_LOCK_DIR at a shared folder, or go through the
+# service.
+
+LOCK_DIR_ENV = "L2L_LOCK_DIR"
+LOCK_TIMEOUT_SECONDS = 900.0  # a publish holding it evaluates the champion: minutes at most
+
+ChampionLock = Callable[[str], AbstractContextManager[None]]
+_installed_lock: ChampionLock | None = None
+
+
+class ChampionLockTimeout(TimeoutError):
+    """Another publisher held the champion lock for too long."""
+
+
+def set_champion_lock(lock: ChampionLock | None) -> None:
+    """Use ``lock(model_name)`` for every champion decision in this process (None: the file lock)."""
+    global _installed_lock
+    _installed_lock = lock
+
+
+def lock_dir(store: Store | None = None) -> Path:
+    """``$L2L_LOCK_DIR``, else beside the embedded store, else the user's cache folder."""
+    if explicit := os.environ.get(LOCK_DIR_ENV):
+        return Path(explicit).expanduser()
+    if store is not None and store.artifact_root is not None:
+        return store.artifact_root.parent / "locks"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2l-plugin" / "locks"
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=timeout):
+            yield
+    except Timeout:
+        raise ChampionLockTimeout(f"{path} stayed locked for {timeout:g} s (another publisher?)") from None
+
+
+def champion_lock(model: str, store: Store | None = None) -> AbstractContextManager[None]:
+    """Held while ``model``'s champion is read, compared with and moved (see above)."""
+    if _installed_lock is not None:
+        return _installed_lock(model)
+    return file_lock(lock_dir(store) / f"{model}.champion.lock")

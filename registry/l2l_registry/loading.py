@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from l2l_plugin import LearnedOptimizer, TrainedOptimizer, load_trained_optimizer
-from l2l_plugin.artifacts import MANIFEST_NAME
+from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
 
 from l2l_registry.conventions import MODEL_PREFIX, OPTIMIZER_ARTIFACT
 from l2l_registry.errors import FamilyMismatchWarning, OptimizerNotFoundError, RegistryError, is_not_found
@@ -52,19 +52,33 @@ def _quiet_download() -> Iterator[None]:
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?(?:/.*)?$")
 
 
+def _confined(root: Path, candidate: Path) -> Path:
+    """``candidate`` if it and the optimizer's files in it stay inside ``root`` (no ``..``, no
+    symlink out): a downloaded or registry folder is someone else's, and must not make the loader
+    read files elsewhere on this machine."""
+    base = root.resolve()
+    for path in (candidate, candidate / MANIFEST_NAME, candidate / WEIGHTS_NAME):
+        resolved = path.resolve()
+        if resolved != base and base not in resolved.parents:
+            raise RegistryError(f"{path} points outside the model folder {root}; refusing to read it")
+    return candidate
+
+
 def find_optimizer_dir(directory: Path) -> Path:
     """The folder holding ``optimizer.json`` inside any of the accepted local layouts."""
     if (directory / MANIFEST_NAME).is_file():
-        return directory
+        return _confined(directory, directory)
     if (directory / "MLmodel").is_file():
         from mlflow.models import Model
 
         flavor = Model.load(str(directory)).flavors.get("python_function", {})
         entry = flavor.get("artifacts", {}).get(OPTIMIZER_ARTIFACT)
-        if entry and (directory / entry["path"] / MANIFEST_NAME).is_file():
-            return directory / entry["path"]
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            candidate = _confined(directory, directory / entry["path"])
+            if (candidate / MANIFEST_NAME).is_file():
+                return candidate
     if (directory / OPTIMIZER_ARTIFACT / MANIFEST_NAME).is_file():
-        return directory / OPTIMIZER_ARTIFACT
+        return _confined(directory, directory / OPTIMIZER_ARTIFACT)
     raise OptimizerNotFoundError(
         f"{directory} holds no trained optimizer (looked for {MANIFEST_NAME}, an MLflow model with an "
         f"'{OPTIMIZER_ARTIFACT}' artifact, and {OPTIMIZER_ARTIFACT}/{MANIFEST_NAME})"

@@ -13,6 +13,7 @@ from l2l_registry.conventions import (
     TAG_PROMOTION,
     model_name,
 )
+from l2l_registry.gate import champion_lock
 from l2l_registry.listing import champion_version
 from l2l_registry.loading import check_model_uri
 from l2l_registry.quiet import quiet
@@ -34,6 +35,11 @@ def promote(
     store = store or configure()
     name, version = model_name(family), str(version)
     check_model_uri(f"models:/{name}/{version}", store)  # clear error for unknown model / version
+    with champion_lock(name, store):  # the gate's lock: no publish decides against a stale champion
+        return _force(name, family, version, reason, store)
+
+
+def _force(name: str, family: str, version: str, reason: str | None, store: Store) -> str | None:
     previous = champion_version(family, store)
     mlflow_client = client(store)
     record = {

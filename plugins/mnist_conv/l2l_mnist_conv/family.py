@@ -8,11 +8,11 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from l2l_plugin.families import TaskFamily
+from l2l_plugin.families import TaskCost, TaskFamily
 from l2l_mnist_data import ClassificationTask, load_mnist, mnist_image_set, resolve_root
 
 from l2l_mnist_conv.cifar10 import cifar10_image_set, find_cifar10_dir, load_cifar10
-from l2l_mnist_conv.network import Activation, ConvNet, conv_net_params
+from l2l_mnist_conv.network import Activation, ConvNet, conv_net_params, pooled_size
 
 Dataset = Literal["mnist", "cifar10"]
 # (channels, side) of each data set's images.
@@ -123,6 +123,25 @@ class MnistConvFamily(TaskFamily):
         "max_seconds": 1500,
         "evaluation": {"test_tasks": 20, "tuning_tasks": 4, "lr_min": 1e-3, "lr_max": 10.0, "lr_points_per_decade": 2},
     }
+
+    def cost(self) -> TaskCost:
+        network = _network(
+            self.dataset, self.conv_channels, self.kernel_size, self.hidden_sizes, self.activation, self.batch_norm
+        )  # on the meta device: counted, not allocated
+        coordinates = sum(param.numel() for param in network.parameters())
+        channels, side = IMAGE_GEOMETRY[self.dataset]
+        activations, work = channels * side * side, 0
+        for block, out_channels in enumerate(self.conv_channels):
+            area = pooled_size(side, block) ** 2  # 'same' convolution on the block's input size
+            work += self.kernel_size**2 * channels * out_channels * area
+            activations += out_channels * area
+            channels = out_channels
+        work += sum(module.weight.numel() for module in network.modules() if isinstance(module, torch.nn.Linear))
+        return TaskCost(
+            coordinates=coordinates,
+            memory_floats=coordinates + self.batch_size * activations,
+            step_work=3 * self.batch_size * work,  # forward and backward
+        )
 
     def sample(self, seed: int) -> ClassificationTask:
         # Read (and cache) the data now, so a bad data_dir fails here rather than mid-trajectory.

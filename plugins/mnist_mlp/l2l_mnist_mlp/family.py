@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from pydantic import Field
 
-from l2l_plugin.families import Params, TaskFamily
+from l2l_plugin.families import Params, TaskCost, TaskFamily
 from l2l_mnist_data import ClassificationStack, ClassificationTask, load_mnist, mnist_image_set, resolve_root
 
 from l2l_mnist_mlp.network import MLP, Activation
@@ -90,6 +90,16 @@ class MnistMlpFamily(TaskFamily):
         "max_seconds": 1500,
         "evaluation": {"test_tasks": 100, "tuning_tasks": 8, "lr_min": 1e-3, "lr_max": 10.0, "lr_points_per_decade": 3},
     }
+
+    def cost(self) -> TaskCost:
+        sizes = (PIXELS, *self.hidden_sizes, CLASSES)
+        weights = sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+        coordinates = weights + sum(sizes[1:])
+        return TaskCost(
+            coordinates=coordinates,
+            memory_floats=coordinates + self.batch_size * sum(sizes),  # params + one batch's activations
+            step_work=3 * self.batch_size * weights,  # forward and backward
+        )
 
     def sample(self, seed: int) -> ClassificationTask:
         root = resolve_root(self.data_dir)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from l2l_plugin.families import Params, Task, TaskFamily, TaskStack, seeded_generator
+from l2l_plugin.families import Params, Task, TaskCost, TaskFamily, TaskStack, seeded_generator
 
 
 class QuadraticTask(Task):
@@ -75,6 +75,15 @@ class QuadraticFamily(TaskFamily):
         "max_seconds": 270,
         "evaluation": {"tuning_tasks": 32, "lr_min": 1e-4, "lr_max": 1.0, "lr_points_per_decade": 4},
     }
+
+    def cost(self) -> TaskCost:
+        # W is num_functions × dim × dim: the one field product that can reach hundreds of GB.
+        functions, dim = self.num_functions, self.dim
+        return TaskCost(
+            coordinates=functions * dim,
+            memory_floats=functions * dim * (dim + 2),
+            step_work=2 * functions * dim * dim,  # Wθ, then Wᵀ(residual) for the gradient
+        )
 
     def sample(self, seed: int) -> QuadraticTask:
         generator = seeded_generator(seed)
