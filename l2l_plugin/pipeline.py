@@ -33,6 +33,7 @@ from l2l_plugin.training import (
     resolve_device,
 )
 from l2l_plugin.training.config import EvaluationConfig
+from l2l_plugin.training.threads import task_coordinates
 from l2l_plugin.training.distributed import current_ranks
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
 
@@ -114,7 +115,7 @@ def _cost_profile(net: LSTMOptimizerNet, config: MetaTrainConfig, device: torch.
     parameters = config.evaluation.cost_profile_parameters
     if not parameters or not current_ranks().main:
         return None
-    with cpu_threads(config.cpu_threads):
+    with cpu_threads(config.cpu_threads, coordinates=parameters):
         return measure_cost_profile(net, parameters, device)
 
 
@@ -145,7 +146,7 @@ def meta_train_and_evaluate(
     config = result.config or config  # as trained: a warm start may have chosen network.nominal
     device = resolve_device(config.device)
     phase(PHASE_EVALUATING, 0, 1 + len(config.evaluation.baselines))
-    with cpu_threads(config.cpu_threads):
+    with cpu_threads(config.cpu_threads, coordinates=config.evaluation.test_tasks * task_coordinates(family)):
         report = evaluate(
             result.net,
             family,
@@ -206,7 +207,7 @@ def evaluate_trained(
     )
     if on_phase is not None:
         on_phase(PhaseProgress(PHASE_EVALUATING, 0, 1 + len(eval_config.baselines)))
-    with cpu_threads(trained_config.cpu_threads):
+    with cpu_threads(trained_config.cpu_threads, coordinates=eval_config.test_tasks * task_coordinates(family)):
         return evaluate(
             trained.net,
             family,

@@ -141,12 +141,12 @@ class MetaTrainConfig(BaseModel):
         20, ge=1, description="Non-finite meta-steps in a row that end the run with an error."
     )
     max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget; stops early when reached.")
-    cpu_threads: int | None = Field(
-        1,
-        ge=1,
-        le=1024,
-        description="torch intra-op threads on CPU while training and evaluating; the paper's problems are "
-        "small, where extra threads only add synchronisation (null: leave torch's setting).",
+    cpu_threads: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] | None = Field(
+        "auto",
+        description="torch intra-op threads on CPU while training and evaluating: a number, 'auto' (one "
+        "thread per 200,000 coordinates of a meta-batch or evaluation stack, within the cores this "
+        "process may use, shared among a distributed run's local ranks; small problems get one, "
+        "where extra threads only add synchronisation) or null (leave torch's setting).",
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = CUDA when present.")
     evaluation: EvaluationConfig = EvaluationConfig()
