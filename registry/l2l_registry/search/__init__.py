@@ -9,21 +9,31 @@
 Optuna lives here, in the registry layer; the library (``l2l_plugin``) never imports it.
 """
 
-from l2l_registry.search.run import SearchRun, default_study_name, sqlite_storage
-from l2l_registry.search.space import SearchSpace, SearchSpaceError, declared_knobs
-from l2l_registry.search.spec import SearchSpec, parse_search
-from l2l_registry.search.study import RecipeSearch, SearchOutcome, SearchStopped
+from __future__ import annotations
 
-__all__ = [
-    "RecipeSearch",
-    "SearchOutcome",
-    "SearchRun",
-    "SearchSpace",
-    "SearchSpaceError",
-    "SearchSpec",
-    "SearchStopped",
-    "declared_knobs",
-    "default_study_name",
-    "parse_search",
-    "sqlite_storage",
-]
+import importlib
+from typing import Any
+
+# Lazy: the service validates requests with SearchSpec without importing optuna and torch's
+# training stack until a search actually runs.
+_EXPORTS = {
+    "SearchRun": "run",
+    "default_study_name": "run",
+    "sqlite_storage": "run",
+    "SearchSpace": "space",
+    "SearchSpaceError": "space",
+    "declared_knobs": "space",
+    "SearchSpec": "spec",
+    "parse_search": "spec",
+    "RecipeSearch": "study",
+    "SearchOutcome": "study",
+    "SearchStopped": "study",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'l2l_registry.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"l2l_registry.search.{_EXPORTS[name]}"), name)

@@ -79,6 +79,7 @@ class SearchRun:
         run_id: str | None = None,
         echo: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        callbacks: Sequence[MetaTrainCallback] = (),
     ) -> None:
         """``run_id``: the search's run exists already (a service job's); else one is created,
         or found again in the study when the search resumes."""
@@ -97,6 +98,7 @@ class SearchRun:
             storage=storage,
             study_name=study_name,
             should_stop=should_stop,
+            callbacks=callbacks,
         )
         self.outcome: SearchOutcome | None = None
 
@@ -123,6 +125,8 @@ class SearchRun:
                 tags={TAG_FAMILY: self.family_name, TAG_FAMILY_CONFIG_HASH: config_hash(family)},
             )
             self.run_id = run.info.run_id
+        else:
+            mlflow_client.update_run(self.run_id, status="RUNNING")  # a queued job's run was SCHEDULED
         study.set_user_attr(PARENT_RUN_ATTR, self.run_id)
         return self.run_id
 

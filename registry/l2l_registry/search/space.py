@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from optuna.trial import BaseTrial
+from typing import TYPE_CHECKING, Any
 
 from l2l_plugin.training.presets import deep_merge
+
+if TYPE_CHECKING:
+    from optuna.trial import BaseTrial
 
 Label = str | int | float | None
 
@@ -171,6 +172,7 @@ def _is_set(overrides: Mapping[str, Any], path: tuple[str, ...]) -> bool:
 @dataclass(frozen=True)
 class SearchSpace:
     knobs: tuple[Knob, ...]
+    truncated: bool = False  # the user pinned a truncated unroll_length: no curriculum then
 
     @classmethod
     def build(
@@ -188,13 +190,15 @@ class SearchSpace:
                     raise SearchSpaceError(name, f"not a knob of the search space; knobs: {', '.join(knobs)}")
                 knobs[name] = knobs[name].narrowed(hint)
         pinned = pinned or {}
-        return cls(tuple(k for k in knobs.values() if not _is_set(pinned, k.path)))
+        truncated = pinned.get("unroll_length") is not None
+        return cls(tuple(k for k in knobs.values() if not _is_set(pinned, k.path)), truncated)
 
     def suggest(self, trial: BaseTrial) -> dict[str, Any]:
         """The trial's labels, knob by knob (the curriculum only with full unrolls)."""
         labels: dict[str, Any] = {}
         for knob in self.knobs:
-            if knob.name == "horizon_curriculum" and labels.get("unroll_length", "full") != "full":
+            unroll = labels.get("unroll_length", None if self.truncated else "full")
+            if knob.name == "horizon_curriculum" and unroll != "full":
                 continue  # truncations must divide every stage's horizon
             labels[knob.name] = knob.suggest(trial)
         return labels

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import ValidationError
 
 from l2l_plugin.families import TaskFamily
+from l2l_plugin.pipeline import PhaseHook, PhaseProgress
 from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, MetaTrainingCancelled, MetaTrainProgress, meta_train
 from l2l_plugin.training import MetaTrainingDiverged
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
@@ -43,6 +44,7 @@ INVALID_ATTR = "l2l.invalid"  # why a candidate's config did not validate
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 MIN_TRIAL_SECONDS = 1.0  # less than this left in the budget: no new trial
+PHASE_SEARCHING = "searching"  # the phase before meta-training (PhaseProgress: trials done / total)
 
 
 class TrialObserver(Protocol):
@@ -53,8 +55,9 @@ class TrialObserver(Protocol):
     def trial_finished(self, number: int, state: str, value: float | None) -> None: ...
 
 
-class SearchStopped(RuntimeError):
-    """The caller's ``should_stop`` asked the search to stop (cancelled job, lost worker)."""
+class SearchStopped(MetaTrainingCancelled):
+    """The caller's ``should_stop`` asked the search to stop (cancelled job, lost worker); the
+    running trial is left FAIL in the study, so a resumed search runs it again."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,10 @@ class RecipeSearch:
         hints: Mapping[str, Any] | None = None,
         observer: TrialObserver | None = None,
         should_stop: Callable[[], bool] | None = None,
+        callbacks: Sequence[MetaTrainCallback] = (),
     ) -> None:
+        """``should_stop`` is asked between meta-iterations (True: stop the whole search);
+        ``callbacks`` hear every trial's meta-training (a service job's progress)."""
         self.family = family
         self.overrides = dict(overrides or {})
         self.spec = spec
@@ -186,6 +192,8 @@ class RecipeSearch:
         self.hints = dict(type(family).meta_train_search_hints if hints is None else hints)
         self.observer = observer
         self.should_stop = should_stop
+        self.callbacks = list(callbacks)
+        self.on_phase: PhaseHook | None = None  # hears PHASE_SEARCHING: trials done / trials
         self.base = self.config_for(self.overrides)  # the default recipe, validated
         # The default recipe's measuring stick, identical for every candidate and the final run.
         self.pinned: dict[str, Any] = {
@@ -274,7 +282,7 @@ class RecipeSearch:
                 # curriculum): a bad candidate, so pruned and counted, not a crashed search.
                 trial.set_user_attr(INVALID_ATTR, str(exc)[:2000])
                 raise optuna.TrialPruned("invalid recipe") from None
-            callbacks: list[MetaTrainCallback] = []
+            callbacks: list[MetaTrainCallback] = list(self.callbacks)
             if self.observer is not None:
                 callbacks.append(self.observer.trial_started(trial.number, labels, config))
             reporter = _Reporter(trial, self.should_stop)
@@ -283,7 +291,7 @@ class RecipeSearch:
                 try:
                     result = meta_train(self.family, config, callbacks=[reporter, *callbacks])
                 except MetaTrainingCancelled:
-                    if reporter.stopped:
+                    if reporter.stopped or not reporter.pruned:  # the caller's stop, not the pruner's
                         raise SearchStopped("the search was stopped") from None
                     state, value = "PRUNED", reporter.best
                     raise optuna.TrialPruned(f"pruned at validation {reporter.best}") from None
@@ -298,16 +306,23 @@ class RecipeSearch:
                 if self.observer is not None:
                     self.observer.trial_finished(trial.number, state, value)
 
+        counted = (TrialState.COMPLETE, TrialState.PRUNED)
+
+        def progress(study: optuna.Study, _trial: FrozenTrial | None = None) -> None:
+            if self.on_phase is not None:
+                done = len(study.get_trials(deepcopy=False, states=counted))
+                self.on_phase(PhaseProgress(PHASE_SEARCHING, min(done, self.spec.trials), self.spec.trials))
+
         def out_of_time(study: optuna.Study, _trial: FrozenTrial) -> None:
             if deadline - time.monotonic() < MIN_TRIAL_SECONDS:
                 study.stop()
 
-        counted = (TrialState.COMPLETE, TrialState.PRUNED)
-        if sum(t.state in counted for t in study.trials) < self.spec.trials:
+        progress(study)
+        if len(study.get_trials(deepcopy=False, states=counted)) < self.spec.trials:
             study.optimize(
                 objective,
                 timeout=self.spec.budget,
-                callbacks=[MaxTrialsCallback(self.spec.trials, states=counted), out_of_time],
+                callbacks=[MaxTrialsCallback(self.spec.trials, states=counted), out_of_time, progress],
                 catch=(),
             )
         return self.outcome(study, time.monotonic() - started)
