@@ -170,6 +170,29 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert sum(t.defaults for t in outcome.trials) == 1  # the defaults were enqueued once
 
 
+class CrashOnce(MetaTrainCallback):
+    """The second trial's meta-training raises (a bug in one candidate's path)."""
+
+    def __init__(self) -> None:
+        self.trials_seen = 0
+
+    def on_validation(self, progress: MetaTrainProgress) -> None:
+        if progress.iteration == 0:
+            self.trials_seen += 1
+            if self.trials_seen == 2:
+                raise RuntimeError("boom")
+
+
+def test_a_crashing_trial_is_failed_and_counted_and_the_search_goes_on(tmp_path: Path) -> None:
+    recipe_search = search(tmp_path)
+    recipe_search.callbacks = [CrashOnce()]
+    outcome = recipe_search.run()
+    assert [t.state for t in outcome.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    study = optuna.load_study(study_name="s", storage=recipe_search.storage_url)
+    assert study.trials[1].user_attrs["l2l.error"] == "RuntimeError: boom"
+    assert outcome.best_trial in (0, 2)
+
+
 # -- tracking, publishing, the CLI ------------------------------------------------------------------
 
 

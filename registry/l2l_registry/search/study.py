@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import ValidationError
 
@@ -41,6 +40,7 @@ logger = logging.getLogger("l2l_registry.search")
 DEFAULTS_ATTR = "l2l.defaults"  # user attr of the trial that runs the default recipe
 LABELS_ATTR = "l2l.labels"  # the knob labels a trial ran with (the defaults' trial has none)
 INVALID_ATTR = "l2l.invalid"  # why a candidate's config did not validate
+ERROR_ATTR = "l2l.error"  # why a candidate's meta-training crashed
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 MIN_TRIAL_SECONDS = 1.0  # less than this left in the budget: no new trial
@@ -53,6 +53,20 @@ class TrialObserver(Protocol):
     def trial_started(self, number: int, labels: Mapping[str, Any], config: MetaTrainConfig) -> MetaTrainCallback: ...
 
     def trial_finished(self, number: int, state: str, value: float | None) -> None: ...
+
+
+class TrialFailed(RuntimeError):
+    """A candidate's meta-training raised: the trial is FAIL (and counted), the search goes on."""
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Trials that count towards ``trials``: complete, pruned, or failed by their own error (an
+    interrupted trial is not counted: a resumed search runs another in its place)."""
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 class SearchStopped(MetaTrainingCancelled):
@@ -298,32 +312,34 @@ class RecipeSearch:
                 except MetaTrainingDiverged as exc:
                     state = "PRUNED"
                     raise optuna.TrialPruned(f"diverged: {exc}") from None  # a bad recipe, not a bug
-                state, value = "COMPLETE", result.best_validation_loss
+                except Exception as exc:  # noqa: BLE001 - one candidate's crash must not end the search
+                    logger.exception("trial %d failed", trial.number)
+                    trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:2000])
+                    raise TrialFailed(str(exc)) from exc
+                value = result.best_validation_loss
                 if not math.isfinite(value):
+                    state = "PRUNED"
                     raise optuna.TrialPruned("no finite validation loss")
+                state = "COMPLETE"
                 return value
             finally:
                 if self.observer is not None:
                     self.observer.trial_finished(trial.number, state, value)
 
-        counted = (TrialState.COMPLETE, TrialState.PRUNED)
-
         def progress(study: optuna.Study, _trial: FrozenTrial | None = None) -> None:
             if self.on_phase is not None:
-                done = len(study.get_trials(deepcopy=False, states=counted))
+                done = finished_trials(study)
                 self.on_phase(PhaseProgress(PHASE_SEARCHING, min(done, self.spec.trials), self.spec.trials))
 
-        def out_of_time(study: optuna.Study, _trial: FrozenTrial) -> None:
-            if deadline - time.monotonic() < MIN_TRIAL_SECONDS:
+        def enough(study: optuna.Study, _trial: FrozenTrial) -> None:
+            # Counted over the whole study: every worker sharing it stops at the same total.
+            if finished_trials(study) >= self.spec.trials or deadline - time.monotonic() < MIN_TRIAL_SECONDS:
                 study.stop()
 
         progress(study)
-        if len(study.get_trials(deepcopy=False, states=counted)) < self.spec.trials:
+        if finished_trials(study) < self.spec.trials:
             study.optimize(
-                objective,
-                timeout=self.spec.budget,
-                callbacks=[MaxTrialsCallback(self.spec.trials, states=counted), out_of_time, progress],
-                catch=(),
+                objective, timeout=self.spec.budget, callbacks=[enough, progress], catch=(TrialFailed,)
             )
         return self.outcome(study, time.monotonic() - started)
 
