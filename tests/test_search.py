@@ -332,3 +332,16 @@ def test_a_search_job_runs_its_trials_then_publishes(service: Any) -> None:
     versions = service.get("/optimizers/quadratic").json()["versions"]
     version = next(v for v in versions if v["version"] == job["result"]["model_version"])
     assert json.loads(version["tags"]["l2l.search"])["trials"] == 2
+
+
+def test_studies_live_beside_a_sqlite_job_store_or_in_the_job_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    from l2l_api.search import search_storage_url
+
+    monkeypatch.delenv("L2L_API_SEARCH_STORAGE_URL", raising=False)
+    assert search_storage_url("sqlite:////srv/l2l/api/jobs.db") == "sqlite:////srv/l2l/api/search.db"
+    postgres = "postgresql://user:secret@db:5432/l2l"
+    assert search_storage_url(postgres) == postgres  # the password survives: the workers connect with it
+    with pytest.raises(ValueError, match="in-memory"):
+        search_storage_url("sqlite://")
+    monkeypatch.setenv("L2L_API_SEARCH_STORAGE_URL", "postgresql://db/l2l_search")  # compose's
+    assert search_storage_url("sqlite:////srv/l2l/api/jobs.db") == "postgresql://db/l2l_search"

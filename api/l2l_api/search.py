@@ -2,8 +2,8 @@
 
 - Validation at submission: the search's own fields, the service's limits on trials and budget,
   and the space narrowed by the family's hints and the request (422 with field errors).
-- Where studies live: a SQLite job store gets ``search.db`` beside it; any other job database
-  (PostgreSQL in compose) holds the Optuna tables itself, so every worker shares the studies.
+- Where studies live: ``L2L_API_SEARCH_STORAGE_URL`` (PostgreSQL in compose), else ``search.db``
+  beside a SQLite job store, else the job database itself; every worker shares the studies.
 - A job's search: one study per job (``l2l-job-<id>``), trials nested under the job's MLflow
   run; a resumed job continues its study where it stopped.
 
@@ -12,11 +12,12 @@ optuna is imported only when a search runs (``l2l_registry.search`` loads it laz
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2l_api.settings import Settings
+from l2l_api.settings import ENV_PREFIX, Settings
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.pipeline import PhaseHook
 from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig
@@ -27,9 +28,12 @@ SEARCH_LOC = ("body", "search")
 
 
 def search_storage_url(database_url: str) -> str:
-    """The Optuna storage of a service whose job store is ``database_url``."""
+    """The Optuna storage of a service whose job store is ``database_url`` (unless the operator
+    named one: ``L2L_API_SEARCH_STORAGE_URL``, exported to the workers by prepare_environment)."""
     from sqlalchemy.engine import make_url
 
+    if explicit := os.environ.get(f"{ENV_PREFIX}SEARCH_STORAGE_URL"):
+        return explicit
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":

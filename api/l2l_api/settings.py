@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     max_search_seconds: float = Field(
         3600.0, gt=0, description="Cap on search.budget (the trials' wall-clock; the winner's training comes after)."
     )
+    search_storage_url: str | None = Field(
+        None,
+        description="Optuna RDB storage (SQLAlchemy URL) of recipe-search studies; default: search.db beside "
+        "a SQLite job store, else the job database itself.",
+    )
     max_task_memory_mb: float = Field(
         2048.0,
         gt=0,
@@ -179,3 +184,5 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     # Download progress bars are for terminals; in a service log they are noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if settings.search_storage_url:  # the workers open the recipe searches' studies there
+        os.environ[f"{ENV_PREFIX}SEARCH_STORAGE_URL"] = settings.search_storage_url
