@@ -32,6 +32,15 @@ from l2l_registry import store as store_module
 TINY = {"resolution": 16, "kernel_sizes": [3, 5], "channels": 4}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Convolutions this small are 25× slower on two intra-op threads when the cores are busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_neural_art_is_discovered_and_conforms():
     entry = discover_families()["neural_art"]
     assert entry.error is None and entry.distribution.startswith("l2l-neural-art")
