@@ -345,3 +345,20 @@ def test_studies_live_beside_a_sqlite_job_store_or_in_the_job_database(monkeypat
         search_storage_url("sqlite://")
     monkeypatch.setenv("L2L_API_SEARCH_STORAGE_URL", "postgresql://db/l2l_search")  # compose's
     assert search_storage_url("sqlite:////srv/l2l/api/jobs.db") == "postgresql://db/l2l_search"
+
+
+def test_the_warm_start_is_tuned_once_per_search_and_gives_the_same_trial(tmp_path: Path) -> None:
+    l2l = {**overrides(), "preset": "l2l", "unroll_length": None}
+    recipe_search = RecipeSearch(
+        QuadraticFamily(**FAMILY_CONFIG), l2l, SearchSpec(trials=2, budget=60),
+        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="warm",
+    )
+    config = recipe_search.config_for(recipe_search.trial_overrides(recipe_search.recipe({}), 60))
+    cached = recipe_search.warm_started(config)
+    assert config.warm_start == "tuned_nominal" and cached.warm_start == "none"
+    assert cached.network.nominal_lr != config.network.nominal_lr  # the tuned rate
+    family = QuadraticFamily(**FAMILY_CONFIG)
+    assert meta_train(family, cached).best_validation_loss == meta_train(family, config).best_validation_loss
+    other = config.model_copy(update={"meta_lr": 0.01})  # another candidate, same tuning
+    assert recipe_search.warm_started(other).network.nominal_lr == cached.network.nominal_lr
+    assert len(recipe_search._warm_starts) == 1

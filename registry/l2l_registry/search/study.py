@@ -13,6 +13,7 @@ Heartbeats mark a trial whose process died as failed, and it is retried once.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -208,6 +209,7 @@ class RecipeSearch:
         self.should_stop = should_stop
         self.callbacks = list(callbacks)
         self.on_phase: PhaseHook | None = None  # hears PHASE_SEARCHING: trials done / trials
+        self._warm_starts: dict[str, tuple[str, float]] = {}  # tuned once, reused by every trial
         self.base = self.config_for(self.overrides)  # the default recipe, validated
         # The default recipe's measuring stick, identical for every candidate and the final run.
         self.pinned: dict[str, Any] = {
@@ -231,6 +233,40 @@ class RecipeSearch:
 
     def config_for(self, overrides: Mapping[str, Any]) -> MetaTrainConfig:
         return MetaTrainConfig.model_validate(meta_train_recipe(self.family_defaults, overrides))
+
+    def warm_started(self, config: MetaTrainConfig) -> MetaTrainConfig:
+        """``config`` with its warm start done once per search instead of once per trial.
+
+        The tuned nominal rate depends only on the family, the tuning settings and the nominal
+        direction's decays, not on the candidate's LSTM: the trial starts from exactly the net
+        the warm start would give it (log_lr initialised to the tuned rate), minutes sooner.
+        """
+        if config.warm_start == "none":
+            return config
+        from l2l_plugin.training import resolve_device
+        from l2l_plugin.training.threads import cpu_threads, task_coordinates
+        from l2l_plugin.training.warm_start import choose_nominal, tuned_nominal_lr
+
+        network = config.network
+        key = json.dumps(
+            [config.warm_start, None if config.warm_start == "tuned_nominal" else network.nominal,
+             network.momentum_decays[:1], network.rms_decay, network.epsilon,
+             config.evaluation.model_dump(mode="json"), config.validation_steps, config.device],
+            sort_keys=True,
+        )
+        if key not in self._warm_starts:
+            device = resolve_device(config.device)
+            with cpu_threads(config.cpu_threads, coordinates=config.meta_batch_size * task_coordinates(self.family)):
+                if config.warm_start == "tuned_nominal":
+                    chosen, tuned = choose_nominal(self.family, config, device)
+                    assert tuned is not None
+                    self._warm_starts[key] = (chosen.network.nominal, tuned.lr)
+                else:
+                    self._warm_starts[key] = (network.nominal, tuned_nominal_lr(self.family, config, device).lr)
+        nominal, lr = self._warm_starts[key]
+        return config.model_copy(
+            update={"warm_start": "none", "network": network.model_copy(update={"nominal": nominal, "nominal_lr": lr})}
+        )
 
     def final_config(self, outcome: SearchOutcome) -> MetaTrainConfig:
         """The config the winner (or the defaults) is fully trained with."""
@@ -296,6 +332,7 @@ class RecipeSearch:
                 # curriculum): a bad candidate, so pruned and counted, not a crashed search.
                 trial.set_user_attr(INVALID_ATTR, str(exc)[:2000])
                 raise optuna.TrialPruned("invalid recipe") from None
+            config = self.warm_started(config)
             callbacks: list[MetaTrainCallback] = list(self.callbacks)
             if self.observer is not None:
                 callbacks.append(self.observer.trial_started(trial.number, labels, config))
