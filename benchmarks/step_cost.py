@@ -4,20 +4,22 @@
     python benchmarks/step_cost.py --device cuda --sizes 1000000 100000000
 
 Adam is timed with each of its implementations (for-loop, foreach, fused) and the fastest is
-the reference; both optimizers step the same parameters with the same gradients, measured in
-one run with torch.utils.benchmark (repeated, median), so the ratio survives a noisy machine.
-Every (threads, state dtype) pair is timed in the same process.
+the reference; every optimizer steps the same parameters with the same gradients, and their
+steps are interleaved (one of each per round, median over the rounds), so a load that comes and
+goes on a shared machine slows them alike and the ratio survives it. Every (threads, state
+dtype) pair is timed in the same process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
 
 from l2l_plugin import LearnedOptimizer
 from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer
@@ -37,14 +39,23 @@ def _params(total: int, device: torch.device) -> list[torch.Tensor]:
     return params
 
 
-def _median_ms(stmt, min_run_time: float, device: torch.device) -> float:
-    def run() -> None:
-        stmt()
+def _interleaved_medians_ms(steps: dict[str, object], min_run_time: float, device: torch.device) -> dict[str, float]:
+    """Median ms of each step, timed in rounds of one call each, for about ``min_run_time`` apiece."""
+    def timed(step) -> float:
+        started = time.perf_counter()
+        step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return time.perf_counter() - started
 
-    timer = benchmark.Timer(stmt="run()", globals={"run": run})
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        timed(step)  # warm up (and allocate state) outside the timing
+    began = time.perf_counter()
+    while len(times[next(iter(steps))]) < 5 or time.perf_counter() - began < min_run_time * len(steps):
+        for name, step in steps.items():
+            times[name].append(timed(step))
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 def _trained(preset: str, state_dtype: str) -> TrainedOptimizer:
@@ -73,23 +84,21 @@ def main() -> None:
         torch.set_num_threads(threads)
         for size in args.sizes:
             params = _params(size, device)
-            adam_ms = {}
             variants = ("foreach", "fused", "for-loop") if size <= 10**7 else ("foreach", "fused")
+            steps = {}
             for variant in variants:
                 kwargs = {"foreach": variant == "foreach", "fused": variant == "fused"} if variant != "for-loop" else {"foreach": False}
-                adam = torch.optim.Adam(params, lr=1e-3, **kwargs)
-                adam_ms[variant] = _median_ms(adam.step, args.min_run_time, device)
-                del adam
+                steps[f"adam {variant}"] = torch.optim.Adam(params, lr=1e-3, **kwargs).step
+            for state_dtype in args.state_dtypes:
+                steps[state_dtype] = LearnedOptimizer(params, _trained(args.preset, state_dtype)).step
+            medians = _interleaved_medians_ms(steps, args.min_run_time, device)
+            adam_ms = {variant: medians[f"adam {variant}"] for variant in variants}
             best = min(adam_ms, key=adam_ms.get)
             for state_dtype in args.state_dtypes:
-                learned = LearnedOptimizer(params, _trained(args.preset, state_dtype))
-                learned.step()  # allocate the LSTM state outside the timing
-                learned_ms = _median_ms(learned.step, args.min_run_time, device)
                 rows.append({"threads": threads, "parameters": size, "state_dtype": state_dtype,
-                             "learned_ms": learned_ms, "adam_ms": adam_ms, "fastest_adam": best,
-                             "ratio": learned_ms / adam_ms[best]})
-                del learned
-            del params
+                             "learned_ms": medians[state_dtype], "adam_ms": adam_ms, "fastest_adam": best,
+                             "ratio": medians[state_dtype] / adam_ms[best]})
+            del params, steps
 
     machine = machine_info()
     if device.type == "cuda":
