@@ -362,3 +362,51 @@ def test_the_warm_start_is_tuned_once_per_search_and_gives_the_same_trial(tmp_pa
     other = config.model_copy(update={"meta_lr": 0.01})  # another candidate, same tuning
     assert recipe_search.warm_started(other).network.nominal_lr == cached.network.nominal_lr
     assert len(recipe_search._warm_starts) == 1
+
+
+def _search_process(storage: str, started: Any) -> None:
+    """One of two worker processes sharing a study."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    recipe_search = RecipeSearch(
+        QuadraticFamily(**FAMILY_CONFIG), overrides(), SearchSpec.model_validate({**SPEC, "trials": 4, "space": QUICK_SPACE}),
+        storage=storage, study_name="shared",
+    )
+
+    class Count:
+        def trial_started(self, number: int, labels: Any, config: MetaTrainConfig) -> MetaTrainCallback:
+            started.put((os.getpid(), number))
+            return MetaTrainCallback()
+
+        def trial_finished(self, number: int, state: str, value: float | None) -> None:
+            pass
+
+    recipe_search.observer = Count()
+    recipe_search.run()
+
+
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    import multiprocessing
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    RecipeSearch(  # created once, so neither process races to create it
+        QuadraticFamily(**FAMILY_CONFIG), overrides(), SearchSpec(**SPEC), storage=storage, study_name="shared"
+    ).study()
+    context = multiprocessing.get_context("spawn")
+    started = context.Queue()
+    processes = [context.Process(target=_search_process, args=(storage, started)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+        assert process.exitcode == 0
+    runs = []
+    while not started.empty():
+        runs.append(started.get())
+    numbers = [number for _, number in runs]
+    assert len(numbers) == len(set(numbers))  # no trial ran twice
+    study = optuna.load_study(study_name="shared", storage=storage)
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert 4 <= len(done) <= 5  # the total of the study, not of each process (one may overshoot by its last)
+    assert sum(t.user_attrs.get(DEFAULTS_ATTR, False) for t in study.trials) == 1
