@@ -244,3 +244,87 @@ def test_plain_torchrun_runs_the_cli_and_only_rank_zero_writes(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint", "evaluation.json", "history.json", "loss_curves.png", "optimizer",
     ]  # fmt: skip
+
+
+# -- the service: a job asks for ranks; the worker is rank 0, progress and cancel work as for one --
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("fastapi")
+    from test_api_support import TOKEN, api_client, auth, isolated_mlflow, wait_for
+
+    root = tmp_path_factory.mktemp("api-ranks")
+    with isolated_mlflow(root / "mlflow"), api_client(root / "data", workers=1, token=TOKEN, max_ranks=2) as client:
+        wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
+        yield client, root / "data"
+
+
+def _submit(client: Any, **changes: Any) -> dict[str, Any]:
+    from test_api_support import auth, tiny_request
+
+    response = client.post("/meta-train", json=tiny_request(**changes), headers=auth())
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _job_when(client: Any, job_id: str, done: Any, timeout: float = 180) -> dict[str, Any]:
+    from test_api_support import wait_for
+
+    return wait_for(lambda: client.get(f"/jobs/{job_id}").json(), done, timeout)
+
+
+def test_a_service_job_on_two_ranks_registers_what_rank_zero_trained(service):
+    from test_api_support import TERMINAL
+
+    client, data_dir = service
+    job = _submit(client, ranks=2)
+    assert job["ranks"] == 2
+    done = _job_when(client, job["id"], lambda j: j["state"] in TERMINAL)
+    assert done["state"] == "succeeded", done
+    assert done["result"]["model_version"] is not None and done["progress"]["iterations_done"] == 6
+    assert not _ranks_of(data_dir / "api" / "jobs" / job["id"])  # every child rank is gone
+
+
+def test_cancelling_a_two_rank_job_stops_every_rank(service):
+    from test_api_support import TERMINAL, auth
+
+    client, data_dir = service
+    overrides = {"meta_iterations": 5000, "checkpoint_every": 50, "validation_every": 1000, "max_seconds": 300}
+    job = _submit(client, register=False, ranks=2, meta_overrides={**_tiny_meta(), **overrides})
+    _job_when(client, job["id"], lambda j: j["progress"]["iterations_done"] > 0)
+    assert len(_ranks_of(data_dir / "api" / "jobs" / job["id"])) == 1  # rank 1 runs beside the worker
+    assert client.delete(f"/jobs/{job['id']}", headers=auth()).status_code == 202
+    done = _job_when(client, job["id"], lambda j: j["state"] in TERMINAL, 60)
+    assert done["state"] == "cancelled" and done["stop_reason"] == "cancelled", done
+    assert done["progress"]["iterations_done"] < 5000
+    assert not _ranks_of(data_dir / "api" / "jobs" / job["id"])
+
+
+def test_a_job_asking_for_more_ranks_than_the_service_allows_is_refused(service):
+    from test_api_support import auth, tiny_request
+
+    client, _ = service
+    response = client.post("/meta-train", json=tiny_request(ranks=3), headers=auth())
+    assert response.status_code == 422
+    assert any(error["loc"][-1] == "ranks" and "at most 2" in error["msg"] for error in response.json()["detail"])
+
+
+def _tiny_meta() -> dict[str, Any]:
+    from test_api_support import tiny_request
+
+    return tiny_request()["meta_overrides"]
+
+
+def _ranks_of(out_dir: Path) -> list[int]:
+    """Pids of live `l2l_plugin.cli meta-train` rank processes writing to ``out_dir``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"l2l_plugin.cli" in cmdline and str(out_dir).encode() in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids

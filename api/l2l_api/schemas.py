@@ -81,6 +81,12 @@ class MetaTrainRequest(BaseModel):
         alias="register",
         description="Publish the result as a version of l2l-<family> (promoted to @champion if it wins).",
     )
+    ranks: int = Field(
+        1,
+        ge=1,
+        description="torch.distributed ranks the job meta-trains and evaluates on (README 'Scaling out'); "
+        "meta_batch_size is per rank. At most L2L_API_MAX_RANKS (default: the machine's cores).",
+    )
     search: SearchSpec | None = Field(
         None,
         description="Search the meta-training recipe first (Optuna; README 'Searching a recipe'): trials "
@@ -141,6 +147,7 @@ class JobOut(BaseModel):
     family_config: dict[str, Any] = Field(description="The family config, every field resolved.")
     meta_overrides: dict[str, Any] = Field(description="The overrides the job runs with (incl. the budget).")
     should_register: bool = Field(alias="register", description="Whether the result is published.")
+    ranks: int = Field(1, description="torch.distributed ranks the job runs on.")
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -181,6 +188,7 @@ class JobOut(BaseModel):
             family_config=job.family_config,
             meta_overrides=job.meta_overrides,
             should_register=job.register,
+            ranks=job.ranks or 1,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

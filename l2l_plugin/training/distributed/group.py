@@ -63,14 +63,10 @@ def _use_local_gpu() -> None:
         torch.cuda.set_device(local % torch.cuda.device_count())
 
 
-def _attempt_store(rank: int, world_size: int) -> dist.Store:
-    """torchrun's store, with keys of this restart attempt only.
-
-    torchrun's agent keeps one store across restarts of the group; without a per-attempt
-    prefix the restarted ranks read the dead ranks' gloo addresses and never connect.
-    """
+def _env_store(rank: int, world_size: int) -> dist.Store:
+    """The store torchrun's variables name: its agent's, or one rank 0 hosts when there is none."""
     agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(
+    return dist.TCPStore(
         os.environ["MASTER_ADDR"],
         int(os.environ["MASTER_PORT"]),
         world_size,
@@ -78,7 +74,6 @@ def _attempt_store(rank: int, world_size: int) -> dist.Store:
         timeout=COLLECTIVE_TIMEOUT,
         multi_tenant=True,
     )
-    return dist.PrefixStore(f"l2l/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 @contextlib.contextmanager
@@ -90,22 +85,28 @@ def process_group_from_env() -> Iterator[Ranks]:
     if not launched_as_rank() or dist.is_initialized():
         yield current_ranks()
         return
-    _use_local_gpu()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group(
-        backend(), store=_attempt_store(rank, world_size), rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT
-    )
-    try:
-        yield current_ranks()
-    finally:
-        dist.destroy_process_group()
+    with process_group(_env_store(rank, world_size), rank, world_size) as ranks:
+        yield ranks
 
 
 @contextlib.contextmanager
 def process_group(store: dist.Store, rank: int, world_size: int) -> Iterator[Ranks]:
-    """Join a group through an explicit ``store`` for a block (the service's rank 0)."""
+    """Join a group through ``store`` for a block (the service's rank 0 passes the one it hosts).
+
+    The group's keys carry the restart attempt: torchrun's agent keeps one store across
+    restarts of the group, and without the prefix the restarted ranks would read the dead
+    ranks' gloo addresses and never connect.
+    """
     _use_local_gpu()
-    dist.init_process_group(backend(), store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        backend(),
+        store=dist.PrefixStore(f"l2l/attempt_{attempt}", store),
+        rank=rank,
+        world_size=world_size,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
     try:
         yield current_ranks()
     finally:

@@ -49,7 +49,8 @@ def local_ranks(world_size: int, arguments: Sequence[str]) -> Iterator[Ranks]:
     if world_size <= 1:
         yield Ranks()
         return
-    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, timeout=_JOIN_TIMEOUT)
+    # On a free port; not waiting for the ranks here: they are started below.
+    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, timeout=_JOIN_TIMEOUT, wait_for_workers=False)
     children: list[subprocess.Popen[bytes]] = []
     try:
         for rank in range(1, world_size):
