@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 import zipfile
 from pathlib import Path
 
@@ -169,8 +170,9 @@ def test_cancelling_a_running_job_stops_its_worker_run(client) -> None:
     assert run.info.status == "KILLED" and run.data.tags["l2l.stop_reason"] == "cancelled"
 
 
-def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
-    job = submit(client, register=False, meta_overrides=long_overrides())
+def test_a_worker_that_dies_before_a_checkpoint_fails_its_job_and_is_replaced(client) -> None:
+    # No checkpoint within reach: a death this early is most likely deterministic (out of memory).
+    job = submit(client, register=False, meta_overrides={**long_overrides(), "checkpoint_every": 4000})
     running(client, job["id"])
     worker = client.get("/health", headers=auth()).json()["workers"]["processes"][0]
     assert worker["job_id"] == job["id"]
@@ -191,3 +193,49 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(client) -> None:
     assert run["info"]["status"] == "FAILED" and run["data"]["tags"]["l2l.stop_reason"] == "worker died"
     health = wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
     assert health["workers"]["processes"][0]["pid"] != worker["pid"]
+
+
+def test_a_worker_killed_after_a_checkpoint_resumes_its_job(client) -> None:
+    """Issue 13, defect 6: a killed service resumed its job from the checkpoint, a killed worker
+    failed it; now both resume (up to L2L_API_MAX_RESUMES), and the job says why."""
+    job = submit(client, register=False, meta_overrides={**long_overrides(), "checkpoint_every": 5})
+    wait_for(
+        lambda: client.get(f"/jobs/{job['id']}").json(),
+        lambda job: job["progress"]["iterations_done"] > 12,  # checkpoints at 5 and 10
+        JOB_SECONDS,
+    )
+    worker = client.get("/health", headers=auth()).json()["workers"]["processes"][0]
+    assert worker["job_id"] == job["id"]
+    os.kill(worker["pid"], signal.SIGKILL)
+    resumed = wait_for(
+        lambda: client.get(f"/jobs/{job['id']}").json(),
+        lambda job: job["attempt"] == 2 and (job["message"] or "").startswith("resumed"),
+        JOB_SECONDS,
+    )
+    assert resumed["state"] == "running", resumed
+    assert resumed["message"].startswith("resumed (attempt 2) from the checkpoint at meta-iteration"), resumed
+    assert "killed by SIGKILL" in resumed["message"]
+    assert client.delete(f"/jobs/{job['id']}", headers=auth()).status_code == 202
+    assert finished(client, job["id"], 60)["state"] == "cancelled"
+
+
+def test_publishing_waits_for_the_champion_lock(client) -> None:
+    """Issue 13, defect 7: the worker reads and moves the champion under the lock other
+    publishers hold (here: this test, through the job database's lock)."""
+    from l2l_api.db import JobStore
+
+    store = JobStore(client.app.state.settings.job_database_url)
+    with store.champion_lock("l2l-quadratic"):
+        job = submit(client)
+        publishing = wait_for(
+            lambda: client.get(f"/jobs/{job['id']}").json(),
+            lambda job: job["progress"]["phase"] == "publishing" or job["state"] in TERMINAL,
+            JOB_SECONDS,
+        )
+        assert publishing["state"] == "running", publishing
+        time.sleep(3)
+        held = client.get(f"/jobs/{job['id']}").json()
+        assert held["state"] == "running" and held["progress"]["phase"] == "publishing"
+    done = finished(client, job["id"])
+    assert done["state"] == "succeeded", done
+    store.dispose()

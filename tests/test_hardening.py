@@ -81,11 +81,11 @@ def hung_mlflow(mlflow_dir: Path, monkeypatch: pytest.MonkeyPatch):
     from test_api_support import reset_mlflow_uris
 
     server = SilentServer()
+    reset_mlflow_uris()  # first: mlflow.set_tracking_uri(None) unsets MLFLOW_TRACKING_URI
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     # Short HTTP timeouts for the background calls this test leaves hanging.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    reset_mlflow_uris()
     yield server
     server.close()
     reset_mlflow_uris()
@@ -482,3 +482,190 @@ def test_the_openapi_schema_documents_400_and_each_familys_config(client) -> Non
     mlp = components[request["discriminator"]["mapping"]["mnist_mlp"].rsplit("/", 1)[1]]
     mlp_config = components[mlp["properties"]["family_config"]["$ref"].rsplit("/", 1)[1]]
     assert "data_dir" not in mlp_config["properties"]  # server-only: a request may not set it
+
+
+# -- slow: real worker processes, a real mlflow server, a real `l2l serve` -------------------------------
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import urllib.request  # noqa: E402
+
+from test_api_support import TERMINAL, LiveService, free_port, wait_for  # noqa: E402
+
+JOB_SECONDS = 180
+LONG = {"meta_iterations": 5000, "checkpoint_every": 5, "validation_every": 1000, "max_seconds": 300}
+
+
+def _long_request(**changes) -> dict:
+    return tiny_request(register=False, meta_overrides={**tiny_request()["meta_overrides"], **LONG}, **changes)
+
+
+def _job(client, job_id: str) -> dict:
+    return client.get(f"/jobs/{job_id}", headers=auth()).json()
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+def _fill(directory: Path) -> Path:
+    """Write zeros until the file system is full."""
+    filler = directory / "filler"
+    with open(filler, "wb") as handle:
+        block = b"\0" * (1 << 20)
+        try:
+            while True:
+                handle.write(block)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_kills_the_worker_with_its_cause_and_the_job_resumes(mlflow_dir, tmp_path) -> None:
+    """Defect 5: with the data directory full the worker exited, its job stayed running for
+    minutes and the cause was lost ("exit code 1"). Now the worker's cause reaches the job, and
+    the job resumes from its checkpoint once there is space again. A real full disk: a small
+    tmpfs (needs root; skipped elsewhere)."""
+    small = tmp_path / "small"
+    if not _mount_tmpfs(small, "48m"):
+        pytest.skip("needs root and mount to make a small tmpfs")
+    try:
+        with api_client(small / "data", workers=1, token=TOKEN, min_free_disk_mb=1, max_resumes=10) as client:
+            wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 90)
+            response = client.post("/meta-train", json=_long_request(), headers=auth())
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            wait_for(lambda: _job(client, job_id), lambda j: j["progress"]["iterations_done"] > 12, JOB_SECONDS)
+            filler = _fill(small)
+            health = wait_for(
+                lambda: client.get("/health", headers=auth()).json(),
+                lambda h: "the data directory is nearly full" in h["problems"],
+                30,
+            )
+            assert health["status"] == "degraded"
+            # POST refuses new work with the real reason (it said "MLflow is unavailable").
+            refused = client.post("/meta-train", json=tiny_request(), headers=auth())
+            assert refused.status_code == 503 and "nearly full" in refused.json()["detail"]
+            # The worker's next checkpoint (every 5 meta-iterations) fails: it dies with the cause.
+            wait_for(
+                lambda: client.get("/health", headers=auth()).json(),
+                lambda h: h["workers"]["alive"] == 0 or _job(client, job_id)["attempt"] > 1,
+                60,
+            )
+            filler.unlink()
+            resumed = wait_for(
+                lambda: _job(client, job_id),
+                lambda j: j["state"] in TERMINAL or (j["attempt"] > 1 and (j["message"] or "").startswith("resumed")),
+                JOB_SECONDS,
+            )
+            assert resumed["state"] == "running", resumed
+            assert "from the checkpoint at meta-iteration" in resumed["message"]
+            assert "is full" in resumed["message"] and "exit code 1" in resumed["message"], resumed["message"]
+            assert client.delete(f"/jobs/{job_id}", headers=auth()).status_code == 202
+            assert wait_for(lambda: _job(client, job_id), lambda j: j["state"] in TERMINAL, 60)["state"] == "cancelled"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+class MlflowServer:
+    """A real `mlflow server` on a fixed port, stoppable and restartable on the same store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MlflowServer:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        with open(self.root / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--workers", "1",
+                    "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+                    "--artifacts-destination", str(self.root / "artifacts"),
+                ],
+                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.root / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("mlflow server did not start:\n" + (self.root / "server.log").read_text()[-3000:])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def test_mlflow_killed_mid_job_fails_it_fast_and_its_run_is_closed_later(tmp_path, monkeypatch) -> None:
+    """Defect 2: with the mlflow server killed mid-job, GET /optimizers/{family} and POST did not
+    answer for minutes, the job failed after ≈3 minutes of retries and its run stayed RUNNING."""
+    from test_api_support import reset_mlflow_uris
+
+    server = MlflowServer(tmp_path).start()
+    reset_mlflow_uris()  # first: mlflow.set_tracking_uri(None) unsets MLFLOW_TRACKING_URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(name, raising=False)  # the service's own bounds apply
+    try:
+        with api_client(tmp_path / "data", workers=1, token=TOKEN) as client:
+            wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 90)
+            job_id = client.post("/meta-train", json=_long_request(), headers=auth()).json()["id"]
+            wait_for(lambda: _job(client, job_id), lambda j: j["progress"]["iterations_done"] > 3, JOB_SECONDS)
+            server.kill()
+            for method, path, body in (("GET", "/optimizers/quadratic", None), ("POST", "/meta-train", tiny_request())):
+                started = time.monotonic()
+                response = client.request(method, path, json=body, headers=auth())
+                assert response.status_code == 503 and response.headers["Retry-After"], response.text
+                assert time.monotonic() - started < 10, path
+            failed = wait_for(lambda: _job(client, job_id), lambda j: j["state"] in TERMINAL, 90)
+            assert failed["state"] == "failed" and failed["error"].startswith("MLflow is unreachable"), failed
+            server.start()  # same store, same port: the supervisor closes the run it left open
+            run = wait_for(
+                lambda: json.loads(
+                    urllib.request.urlopen(f"{server.url}/api/2.0/mlflow/runs/get?run_id={failed['mlflow_run_id']}").read()
+                )["run"]["info"],
+                lambda info: info["status"] != "RUNNING",
+                60,
+            )
+            assert run["status"] == "FAILED"
+    finally:
+        server.kill()
+        reset_mlflow_uris()
+
+
+def test_the_service_listens_at_once_when_mlflow_is_unreachable_at_start_up(tmp_path) -> None:
+    """Defect 2: with MLflow unreachable at start-up, `l2l serve` did not listen for minutes."""
+    silent = SilentServer()
+    try:
+        live = LiveService(
+            tmp_path / "data", tmp_path / "server.log", env={"MLFLOW_TRACKING_URI": silent.url}, workers=0
+        )
+        started = time.monotonic()
+        live.start(timeout=60)
+        try:
+            assert time.monotonic() - started < 30
+            status, health = live.request("GET", "/health")
+            assert status == 200 and health["status"] == "degraded" and health["mlflow"]["reachable"] is False
+            status, anonymous = live.request("GET", "/health", token=None)
+            assert anonymous["workers"] is None
+            assert PASSWORD not in json.dumps(health) + json.dumps(anonymous)
+        finally:
+            live.stop()
+        assert PASSWORD not in live.log()
+    finally:
+        silent.close()

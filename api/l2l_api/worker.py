@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
+from l2l_api.disk import disk_free_mb
 from l2l_api.joblog import log_job_end
 from l2l_plugin.pipeline import (
     PHASE_META_TRAINING,
@@ -41,6 +42,16 @@ def describe_error(exc: BaseException) -> str:
     if _is_mlflow_unreachable(exc):
         text = f"MLflow is unreachable ({text})"
     return redact(text)
+
+
+DISK_FULL_MB = 1.0  # less free space than this when a job fails: the disk is why
+
+
+class DiskFull(OSError):
+    """The job failed because the disk holding its folder (or the job store) is full."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -96,6 +107,8 @@ class JobProgressReporter(MetaTrainCallback):
                     if done
                     else f"restarted from the beginning (attempt {self.job.attempt}): no checkpoint yet"
                 )
+                if self.job.message:  # why the previous attempt ended (a worker death's cause)
+                    message = f"{message}; before: {self.job.message}"
         owned, cancel = self.store.report_progress(
             self.job.id,
             self.job.attempt,
@@ -225,11 +238,16 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
             job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}", stop_reason=STOP_CANCELLED
         )
     except Exception as exc:  # noqa: BLE001 - any failure is the job's, recorded without a traceback
-        if is_disk_full(exc):
+        free = disk_free_mb(jobs_dir)
+        if is_disk_full(exc) or (free is not None and free < DISK_FULL_MB):
             # Not the job's fault, and nothing can be recorded now: the worker dies with the cause
             # (shared memory), and the supervisor resumes the job from its checkpoint later.
-            logger.error("job %s: the disk is full (%s); this worker stops", job.id, describe_error(exc))
-            raise
+            # Checked on the disk too: torch reports a failed write as "unexpected pos".
+            full = DiskFull(
+                errno.ENOSPC, f"the disk of {jobs_dir} is full ({free or 0:.1f} MB free): {describe_error(exc)}"
+            )
+            logger.error("job %s: %s; this worker stops", job.id, full)
+            raise full from exc
         logger.exception("job %s failed", job.id)
         finished = store.finish(
             job.id, job.attempt, FAILED, error=describe_error(exc), stop_reason=stop_reason_of(exc)
@@ -311,7 +329,7 @@ def _write_cause(cause: Any, exc: BaseException) -> None:
     if cause is None:
         return
     text = describe_error(exc)
-    if exc.__context__ is not None and not isinstance(exc, KeyboardInterrupt):
+    if exc.__context__ is not None and not isinstance(exc, KeyboardInterrupt | DiskFull):
         text = f"{describe_error(exc.__context__)}; then recording it failed: {text}"
     data = text.encode("utf-8", "replace")[: CAUSE_BYTES - 1]
     cause[: len(data)] = data
