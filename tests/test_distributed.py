@@ -163,6 +163,17 @@ def test_shards_cover_the_items_in_order():
     assert shard_bounds(1, Ranks(1, 2)) == (1, 1)  # fewer items than ranks: an empty share
 
 
+def test_a_checkpoint_of_another_number_of_ranks_is_another_run():
+    from l2l_plugin.training.meta_train import _Run
+
+    def identity(ranks: Ranks) -> str:
+        return _Run(_family(), _config(), torch.device("cpu"), ranks).identity()
+
+    assert identity(Ranks(0, 2)) == identity(Ranks(1, 2))  # every rank of a run agrees
+    assert identity(Ranks(0, 2)) != identity(Ranks())
+    assert "ranks" not in identity(Ranks())  # single-process checkpoints keep their identity
+
+
 def test_launch_options_that_cannot_work_are_refused():
     from argparse import Namespace
 

@@ -157,7 +157,9 @@ class _Run:
         first = (self.trajectory * self.ranks.world_size + self.ranks.rank) * share
         seeds = [training_seed(self.config.seed, first + b) for b in range(share)]
         stack = trajectory_family.sample_stack(seeds)
-        return scaled_stack(stack, self.config.random_scaling, self.config.seed, self.trajectory)
+        # Scales are drawn per stack: each rank draws its own (one rank: the trajectory's, as ever).
+        draw = self.trajectory * self.ranks.world_size + self.ranks.rank
+        return scaled_stack(stack, self.config.random_scaling, self.config.seed, draw)
 
     def restore(self, saved: dict[str, Any]) -> None:
         if saved["identity"] != self.identity():
