@@ -82,6 +82,8 @@ def _family_show(name: str) -> str:
             # Beneath `--meta` overrides, on top of the preset they name (the library's when none).
             "meta_train_defaults": meta_defaults,
             "meta_train_preset": meta_defaults.get("preset", LIBRARY_DEFAULT_PRESET),
+            # Narrows `l2l meta-train --search` (the registry's recipe search) for this family.
+            "meta_train_search_hints": to_jsonable_python(family.meta_train_search_hints),
             "schema": family.model_json_schema(),
         },
         indent=2,
