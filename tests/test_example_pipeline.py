@@ -34,6 +34,7 @@ TINY_DEMO = {
     "evaluation.lr_min": 1e-4,
     "evaluation.lr_max": 0.1,
     "evaluation.baselines": '["sgd","adam"]',
+    "evaluation.cost_profile_parameters": 1000,
 }
 
 

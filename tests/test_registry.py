@@ -479,6 +479,7 @@ def test_cli_meta_train_register(backend, published, tmp_path, capsys):
         ("evaluation.test_tasks", 6),
         ("evaluation.tuning_tasks", 3),
         ("evaluation.lr_points_per_decade", 1),
+        ("evaluation.cost_profile_parameters", 1000),
     ]:
         args += ["--meta", f"{key}={value}"]
     assert l2l_main(args) == 0
