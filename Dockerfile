@@ -19,9 +19,12 @@ RUN python -m venv /opt/venv
 
 # The pins of the README's commands (make install: pip -c constraints.txt). torch comes from the
 # CPU-only index: the default Linux wheel bundles CUDA libraries (gigabytes) a CPU image never uses.
+# TORCH_FIND_LINKS: a folder of wheels mounted into the build (deploy/image-smoke passes the
+# host's CPU wheel where no download of torch is possible).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
 COPY constraints.txt ./
-RUN pip install --index-url "${TORCH_INDEX_URL}" -c constraints.txt torch
+RUN pip install --index-url "${TORCH_INDEX_URL}" ${TORCH_FIND_LINKS:+--find-links "${TORCH_FIND_LINKS}"} -c constraints.txt torch
 
 # The same distributions as requirements.txt, without its test tools; postgres extra for compose.
 COPY pyproject.toml README.md ./

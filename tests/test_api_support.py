@@ -77,7 +77,14 @@ def empty_mlflow_store(directory: Path) -> Path:
             reset_mlflow_uris()
         _TEMPLATE.append(template)
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_TEMPLATE[0] / "mlflow.db", directory / "mlflow.db")
+    # SQLite's backup API, not a file copy: a store in WAL mode (l2l_api makes the embedded store
+    # one) keeps recent pages in its -wal file.
+    import sqlite3
+
+    with sqlite3.connect(_TEMPLATE[0] / "mlflow.db") as source, sqlite3.connect(directory / "mlflow.db") as copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
     return directory
 
 

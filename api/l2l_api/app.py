@@ -39,6 +39,12 @@ def _open_mlflow() -> str:
     return registry_adapter.ping()
 
 
+def _embedded_store() -> bool:
+    from l2l_registry.store import resolve_store
+
+    return resolve_store().embedded
+
+
 def _open_mlflow_logged() -> None:
     try:
         logger.info("MLflow: %s", _open_mlflow())
@@ -56,9 +62,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store, app.state.jobs, app.state.pool = store, service, pool
     if warning := describe_exposure(settings.host, settings.token_value()):
         logger.warning(warning)
-    # In the background: an unreachable tracking server must not keep the service from listening
-    # (its retries take minutes); /health reports it meanwhile.
+    # A tracking server is opened in the background: an unreachable one must not keep the service
+    # from listening (its retries take minutes); /health reports it meanwhile. The embedded store
+    # is a local file that cannot hang on a network: it is opened (its tables created, seconds)
+    # before the first request, as the first request would otherwise wait for it.
     opening = asyncio.ensure_future(asyncio.to_thread(_open_mlflow_logged))
+    if await asyncio.to_thread(_embedded_store):
+        await opening
     # Before any worker starts: nothing may still look "running" from a previous life.
     await asyncio.to_thread(service.recover_interrupted)
     pool.start()

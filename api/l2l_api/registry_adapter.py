@@ -47,8 +47,18 @@ class MlflowTimeout(TimeoutError):
     """An MLflow call did not answer within the request's time bound."""
 
 
+# The embedded store is a local SQLite file: a slow call there is contention on a busy machine
+# (or its first opening), not an outage, and failing it would refuse work for nothing.
+EMBEDDED_STORE_TIMEOUT_SECONDS = 60.0
+
+
 def bounded(timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` in the MLflow thread pool; :class:`MlflowTimeout` after ``timeout`` s."""
+    """``fn(*args, **kwargs)`` in the MLflow thread pool; :class:`MlflowTimeout` after ``timeout`` s
+    (at least :data:`EMBEDDED_STORE_TIMEOUT_SECONDS` on the embedded store)."""
+    from l2l_registry.store import resolve_store
+
+    if resolve_store().embedded:
+        timeout = max(timeout, EMBEDDED_STORE_TIMEOUT_SECONDS)
     future = _EXECUTOR.submit(fn, *args, **kwargs)
     try:
         return future.result(timeout)
@@ -57,12 +67,60 @@ def bounded(timeout: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
         raise MlflowTimeout(f"MLflow did not answer within {timeout:g} s") from None
 
 
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
+def _experiment_id(mlflow_client: Any, store: Any, name: str) -> str:
+    """The family's experiment, looked up once per store (a query less on every POST)."""
+    key = (store.tracking_uri, name)
+    if key not in _experiment_ids:
+        _experiment_ids[key] = ensure_experiment(mlflow_client, store, name)
+    return _experiment_ids[key]
+
+
+def use_wal_for_embedded_store() -> None:
+    """The embedded MLflow store (SQLite) in WAL mode with synchronous=NORMAL, as the job store.
+
+    MLflow opens SQLite in rollback-journal mode with a full sync on every commit: creating a
+    job's run (two commits) took about 100 ms on a busy 2-core machine, most of POST
+    /meta-train, and a writer blocks every reader. WAL lets the API read while a worker writes
+    and commits without a sync (durable across a crash of the service; the last transactions
+    can be lost only with the machine's power). The mode is kept in the file, so `l2l` commands
+    opening the store later use it too. A store on a network file system must not use WAL:
+    point MLFLOW_TRACKING_URI at an mlflow server instead.
+    """
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if getattr(use_wal_for_embedded_store, "installed", False):
+        return
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        from l2l_registry.store import DB_NAME
+
+        cursor = dbapi_connection.cursor()
+        try:
+            files = [row[2] for row in cursor.execute("PRAGMA database_list")]
+            if any(str(name).endswith("/" + DB_NAME) for name in files):
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    event.listen(Engine, "connect", pragmas)
+    use_wal_for_embedded_store.installed = True  # type: ignore[attr-defined]
+
+
 @quiet
 def create_queued_run(job_id: str, family: str, family_config: Mapping[str, Any]) -> str:
     """An MLflow run in the family's experiment, status SCHEDULED until a worker opens it."""
     store = configure()
     mlflow_client = client(store)
-    experiment_id = ensure_experiment(mlflow_client, store, model_name(family))
+    experiment_id = _experiment_id(mlflow_client, store, model_name(family))
     run = mlflow_client.create_run(
         experiment_id,
         run_name=f"api-{job_id[:8]}",

@@ -178,6 +178,10 @@ def prepare_environment(settings: Settings) -> None:
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get(MLFLOW_DIR_ENV):
         os.environ[MLFLOW_DIR_ENV] = str(settings.mlflow_dir)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        from l2l_api.registry_adapter import use_wal_for_embedded_store
+
+        use_wal_for_embedded_store()
     # Bounded MLflow HTTP calls here and in the workers (spawned: they inherit the environment).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.mlflow_http_timeout_seconds:g}")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))

@@ -346,6 +346,10 @@ def worker_main(
     from l2l_registry.redaction import install_log_redaction
 
     install_log_redaction()
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        from l2l_api.registry_adapter import use_wal_for_embedded_store
+
+        use_wal_for_embedded_store()  # synchronous=NORMAL is per connection (WAL is in the file)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{slot} %(levelname)s %(message)s")
     try:
         _serve_jobs(slot, database_url, jobs_dir, parent_pid, poll_seconds)
