@@ -8,7 +8,15 @@ in fresh processes with one intra-op thread per rank (gloo on 127.0.0.1):
 
 - ``1 rank × b``   : the single-process baseline at the per-rank meta-batch b;
 - ``2 ranks × b``  : the same per-rank meta-batch on two ranks (twice the tasks per step);
-- ``1 rank × 2b``  : the single process doing what the 2 ranks do (the same weights).
+- ``1 rank × 2b``  : the single process doing what the 2 ranks do (the same weights);
+- ``2 alone × b``  : a control, two independent single-process runs at once (no group): what the
+  machine gives two processes without any synchronisation (on a loaded machine, less than 2×).
+
+``--own-sessions`` starts every process in a session of its own. Linux's autogroup scheduling
+(``/proc/sys/kernel/sched_autogroup_enabled``) shares the CPU between sessions first: ranks
+launched together (torchrun, this script) split one session's share, so on a machine that
+other sessions keep busy two ranks get no more CPU than one process. A session each gives
+every process the share an unshared machine would.
 
 Timed: rank 0's meta-iterations after the first (the first carries start-up and the initial
 validation), with validation pushed past the run, so the figure is meta-gradient steps only.
@@ -37,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
 
 
-def _rank(rank: int, world_size: int, port: int, family_name: str, overrides: dict[str, Any], out: str) -> None:
+def _train(family_name: str, overrides: dict[str, Any]) -> list[float]:
+    """Meta-train; the time at the end of every meta-iteration."""
     from l2l_plugin import make_family
     from l2l_plugin.pipeline import resolve_meta_train_config
     from l2l_plugin.training import MetaTrainCallback, meta_train
-    from l2l_plugin.training.distributed import process_group
 
     class Clock(MetaTrainCallback):
         def __init__(self) -> None:
@@ -52,16 +60,41 @@ def _rank(rank: int, world_size: int, port: int, family_name: str, overrides: di
 
     torch.set_num_threads(1)
     family = make_family(family_name, {})
-    config = resolve_meta_train_config(family, overrides)
     clock = Clock()
+    meta_train(family, resolve_meta_train_config(family, overrides), callbacks=[clock])
+    return clock.times
+
+
+def _rank(
+    rank: int, world_size: int, port: int, family_name: str, overrides: dict[str, Any], out: str, own_session: bool
+) -> None:
+    from l2l_plugin.training.distributed import process_group
+
+    if own_session:
+        os.setsid()
+
     store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
     with process_group(store, rank, world_size):
-        meta_train(family, config, callbacks=[clock])
+        times = _train(family_name, overrides)
     if rank == 0:
-        Path(out).write_text(json.dumps(clock.times))
+        Path(out).write_text(json.dumps(times))
 
 
-def run(family: str, world_size: int, meta_batch: int, iterations: int) -> dict[str, Any]:
+def _alone(index: int, family_name: str, overrides: dict[str, Any], out: str, own_session: bool) -> None:
+    if own_session:
+        os.setsid()
+    Path(f"{out}.{index}").write_text(json.dumps(_train(family_name, overrides)))
+
+
+def _rate(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def run(
+    family: str, world_size: int, meta_batch: int, iterations: int, alone: bool = False, own_session: bool = False
+) -> dict[str, Any]:
+    """One layout in fresh processes: ``world_size`` ranks of one group, or (``alone``) as many
+    independent single-process runs at once."""
     overrides = {
         "meta_batch_size": meta_batch,
         "meta_iterations": iterations,
@@ -74,16 +107,22 @@ def run(family: str, world_size: int, meta_batch: int, iterations: int) -> dict[
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "times.json")
-        store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False)
-        mp.spawn(_rank, args=(world_size, store.port, family, overrides, out), nprocs=world_size, join=True)
-        times = json.loads(Path(out).read_text())
-    per_second = (len(times) - 1) / (times[-1] - times[0])
+        if alone:
+            mp.spawn(_alone, args=(family, overrides, out, own_session), nprocs=world_size, join=True)
+            rates = [_rate(json.loads(Path(f"{out}.{k}").read_text())) for k in range(world_size)]
+            per_second, tasks = statistics.mean(rates), sum(rates) * meta_batch
+        else:
+            store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False)
+            mp.spawn(_rank, args=(world_size, store.port, family, overrides, out, own_session), nprocs=world_size, join=True)
+            per_second = _rate(json.loads(Path(out).read_text()))
+            tasks = per_second * world_size * meta_batch
     return {
-        "ranks": world_size,
+        "ranks": 1 if alone else world_size,
+        "processes": world_size,
         "meta_batch_per_rank": meta_batch,
-        "meta_iterations_per_second": per_second,
-        "tasks_per_second": per_second * world_size * meta_batch,
-        "timed_iterations": len(times) - 1,
+        "meta_iterations_per_second": per_second,  # alone: the mean of the processes
+        "tasks_per_second": tasks,
+        "timed_iterations": iterations - 1,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
     }
@@ -96,13 +135,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--own-sessions", action="store_true", help="every process in a session of its own")
+    parser.add_argument("--no-control", dest="control", action="store_false", help="skip the '2 alone' control")
     args = parser.parse_args()
     b = args.meta_batch
-    layouts = {"1 rank x b": (1, b), "2 ranks x b": (2, b), "1 rank x 2b": (1, 2 * b)}
+    layouts = {"1 rank x b": (1, b, False), "2 ranks x b": (2, b, False), "1 rank x 2b": (1, 2 * b, False)}
+    if args.control:
+        layouts["2 alone x b"] = (2, b, True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in layouts}
     for round_ in range(args.rounds):
-        for name, (ranks, batch) in layouts.items():
-            result = run(args.family, ranks, batch, args.iterations)
+        for name, (processes, batch, alone) in layouts.items():
+            result = run(args.family, processes, batch, args.iterations, alone, args.own_sessions)
             runs[name].append(result)
             print(f"round {round_ + 1} {name}: {result['meta_iterations_per_second']:.3f} it/s, "
                   f"{result['tasks_per_second']:.3f} tasks/s, load {result['load_average_before'][0]:.2f}", flush=True)
@@ -114,6 +157,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "machine": machine_info(),
         "family": args.family,
+        "own_sessions": args.own_sessions,
         "meta_batch_per_rank": b,
         "median": median,
         "tasks_per_second_2_ranks_over_1_rank_same_per_rank_batch": median["2 ranks x b"]["tasks_per_second"]
@@ -128,6 +172,10 @@ def main() -> None:
         / median["1 rank x b"]["meta_iterations_per_second"],
         "runs": runs,
     }
+    if args.control:
+        summary["tasks_per_second_2_alone_over_1_rank"] = (
+            median["2 alone x b"]["tasks_per_second"] / median["1 rank x b"]["tasks_per_second"]
+        )
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))

@@ -210,7 +210,7 @@ def _rank_pids(launcher: int) -> dict[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
 def test_a_rank_killed_mid_run_restarts_the_group_from_the_checkpoint(tmp_path):
-    iterations, every = 240, 20
+    iterations, every = 150, 10
     command = [
         str(VENV_BIN / "l2l"), "meta-train", "quadratic", "--set", "dim=4", "--out", str(tmp_path),
         "--nproc", "2", "--max-restarts", "1", *_cli_meta(iterations, every),
