@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from l2l_api.errors import APIError
+from l2l_api.responses import SafeJSONResponse
 from l2l_api.schemas import ErrorOut, FamilyOut
 from l2l_plugin.families import FamilyEntry, TaskFamily, discover_families
 
@@ -40,9 +41,24 @@ def family_out(entry: FamilyEntry) -> FamilyOut:
     )
 
 
+# The families are fixed for a process (discovery is cached until refresh_families()), so their
+# JSON is rendered once per discovery result: schemas of every family on each request cost
+# milliseconds, the cached body microseconds.
+_rendered: tuple[object, bytes] | None = None
+
+
+def _families_body() -> bytes:
+    global _rendered
+    families = discover_families()
+    if _rendered is None or _rendered[0] is not families:
+        items = [family_out(entry).model_dump(mode="json", by_alias=True) for entry in families.values()]
+        _rendered = (families, bytes(SafeJSONResponse(items).body))  # non-finite floats as null
+    return _rendered[1]
+
+
 @router.get("/families", response_model=list[FamilyOut], summary="Every installed task family")
-def list_families() -> list[FamilyOut]:
-    return [family_out(entry) for entry in discover_families().values()]
+async def list_families() -> Response:  # async: no thread hop for a cached body
+    return Response(_families_body(), media_type="application/json")
 
 
 @router.get(
