@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600, help="seconds for all trials")
     parser.add_argument("--trial-seconds", type=float, help="meta-training seconds per trial (default budget/trials)")
     parser.add_argument("--pruner", default="median")
+    parser.add_argument("--startup-trials", type=int, default=2, help="trials before pruning and TPE start")
     parser.add_argument("--metric", default="final_loss_mean")
     parser.add_argument("--final-seconds", type=float, required=True, help="max_seconds of the winner's training")
     parser.add_argument("--compare-defaults", action="store_true", help="also train the defaults for the whole time")
@@ -95,7 +96,8 @@ def main() -> None:
     defaults = {} if args.no_family_defaults else type(family).meta_train_defaults
     overrides = deep_merge(parse_assignments(args.meta), {"max_seconds": args.final_seconds})
     spec = SearchSpec(
-        trials=args.trials, budget=args.budget, trial_seconds=args.trial_seconds, pruner=args.pruner, metric=args.metric
+        trials=args.trials, budget=args.budget, trial_seconds=args.trial_seconds, pruner=args.pruner,
+        metric=args.metric, startup_trials=args.startup_trials,
     )
     search = RecipeSearch(
         family, overrides, spec, storage=sqlite_storage(args.out), study_name=f"bench-{args.family}",

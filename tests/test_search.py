@@ -362,6 +362,10 @@ def test_the_warm_start_is_tuned_once_per_search_and_gives_the_same_trial(tmp_pa
     other = config.model_copy(update={"meta_lr": 0.01})  # another candidate, same tuning
     assert recipe_search.warm_started(other).network.nominal_lr == cached.network.nominal_lr
     assert len(recipe_search._warm_starts) == 1
+    # The winner's full training reuses it too: the same start, no third tuning.
+    train = recipe_search.config_for(recipe_search._train_overrides(recipe_search.recipe({})))
+    assert train.warm_start == "none" and train.network.nominal_lr == cached.network.nominal_lr
+    assert train.max_seconds == recipe_search.base.max_seconds  # the full budget, not a trial's
 
 
 def _search_process(storage: str, started: Any) -> None:

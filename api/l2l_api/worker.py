@@ -194,7 +194,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
         overrides, search = job.meta_overrides, None
         if job.search:
             search = _search(job, store, reporter)
-            overrides = search.overrides  # the winner's recipe, or the defaults (job.meta_overrides)
+            overrides = search.train_overrides  # the winner's recipe (or the defaults), its warm start reused
         with MetaTrainingRun(
             job.family, job.family_config, overrides, run_id=job.mlflow_run_id
         ) as run:

@@ -176,10 +176,11 @@ class SearchRun:
                     self.family_name, self.family_config, overrides, out_dir, callbacks, on_phase
                 )
 
+        recipe = outcome.train_overrides
         if not self.register:
-            return record_search(train(outcome.overrides, [], None), outcome.as_dict()), None
+            return record_search(train(recipe, [], None), outcome.as_dict()), None
         with MetaTrainingRun(
-            self.family_name, self.family_config, outcome.overrides, store=self.store, run_id=self.run_id
+            self.family_name, self.family_config, recipe, store=self.store, run_id=self.run_id
         ) as run:
-            trained = record_search(train(outcome.overrides, [run.callback], run.on_phase), outcome.as_dict())
+            trained = record_search(train(recipe, [run.callback], run.on_phase), outcome.as_dict())
             return trained, run.publish(trained, on_phase=on_publish)

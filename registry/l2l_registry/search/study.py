@@ -87,7 +87,8 @@ class TrialSummary:
 @dataclass(frozen=True)
 class SearchOutcome:
     study_name: str
-    overrides: dict[str, Any]  # what the full training runs with (the defaults' own when not improved)
+    overrides: dict[str, Any]  # the winning recipe (the defaults' own overrides when not improved)
+    train_overrides: dict[str, Any]  # what the full training runs with: the recipe, its warm start reused
     improved: bool  # a searched recipe beat the defaults on the validation tasks
     best_trial: int | None
     best_value: float | None
@@ -234,12 +235,24 @@ class RecipeSearch:
     def config_for(self, overrides: Mapping[str, Any]) -> MetaTrainConfig:
         return MetaTrainConfig.model_validate(meta_train_recipe(self.family_defaults, overrides))
 
-    def warm_started(self, config: MetaTrainConfig) -> MetaTrainConfig:
+    @staticmethod
+    def _warm_start_key(config: MetaTrainConfig) -> str:
+        """What the tuned nominal rate depends on (not the candidate's LSTM)."""
+        network = config.network
+        return json.dumps(
+            [config.warm_start, None if config.warm_start == "tuned_nominal" else network.nominal,
+             network.momentum_decays[:1], network.rms_decay, network.epsilon,
+             config.evaluation.model_dump(mode="json"), config.validation_steps, config.device],
+            sort_keys=True,
+        )
+
+    def warm_started(self, config: MetaTrainConfig, tune: bool = True) -> MetaTrainConfig:
         """``config`` with its warm start done once per search instead of once per trial.
 
         The tuned nominal rate depends only on the family, the tuning settings and the nominal
         direction's decays, not on the candidate's LSTM: the trial starts from exactly the net
         the warm start would give it (log_lr initialised to the tuned rate), minutes sooner.
+        ``tune`` False: only a rate this search tuned already is used (else ``config`` as is).
         """
         if config.warm_start == "none":
             return config
@@ -248,12 +261,9 @@ class RecipeSearch:
         from l2l_plugin.training.warm_start import choose_nominal, tuned_nominal_lr
 
         network = config.network
-        key = json.dumps(
-            [config.warm_start, None if config.warm_start == "tuned_nominal" else network.nominal,
-             network.momentum_decays[:1], network.rms_decay, network.epsilon,
-             config.evaluation.model_dump(mode="json"), config.validation_steps, config.device],
-            sort_keys=True,
-        )
+        key = self._warm_start_key(config)
+        if key not in self._warm_starts and not tune:
+            return config
         if key not in self._warm_starts:
             device = resolve_device(config.device)
             with cpu_threads(config.cpu_threads, coordinates=config.meta_batch_size * task_coordinates(self.family)):
@@ -270,7 +280,16 @@ class RecipeSearch:
 
     def final_config(self, outcome: SearchOutcome) -> MetaTrainConfig:
         """The config the winner (or the defaults) is fully trained with."""
-        return self.config_for(outcome.overrides)
+        return self.config_for(outcome.train_overrides)
+
+    def _train_overrides(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """``recipe`` with the warm start the trials tuned already (the same net, no retuning)."""
+        config = self.config_for(recipe)
+        started = self.warm_started(config, tune=False)
+        if started is config:
+            return recipe
+        network = {"nominal": started.network.nominal, "nominal_lr": started.network.nominal_lr}
+        return deep_merge(recipe, {"warm_start": "none", "network": network})
 
     def recipe(self, labels: Mapping[str, Any]) -> dict[str, Any]:
         """The full-training overrides of a candidate: its knobs, the user's overrides, the pins."""
@@ -399,6 +418,7 @@ class RecipeSearch:
         return SearchOutcome(
             study_name=self.study_name,
             overrides=self.recipe(labels),
+            train_overrides=self._train_overrides(self.recipe(labels)),
             improved=improved,
             best_trial=best.number if best is not None else None,
             best_value=best.value if best is not None else None,
