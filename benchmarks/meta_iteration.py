@@ -38,18 +38,21 @@ def reference_lstm_cell(x, h, c, cell):  # noqa: ANN001, ANN201
     return h_new.T, c_new.T
 
 
-def one_iteration(net: LSTMOptimizerNet, family, unroll: int, seed: int) -> float:
+def one_iteration(net: LSTMOptimizerNet, family, unroll: int, seed: int, device: torch.device | None = None) -> float:
+    device = device or torch.device("cpu")
     stack = family.sample_stack([training_seed(0, seed)])
-    batch = OptimizeeBatch(net, stack, torch.device("cpu"))
+    batch = OptimizeeBatch(net, stack, device)
     started = time.perf_counter()
     losses = batch.losses(0)
-    meta_loss = torch.zeros(())
+    meta_loss = torch.zeros((), device=device)
     for step in range(unroll):
         batch.step(losses, track_meta_gradient=True)
         losses = batch.losses(step + 1)
         meta_loss = meta_loss + losses.mean()
     net.zero_grad(set_to_none=True)
     (meta_loss / unroll).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
 
 
@@ -60,32 +63,37 @@ def main() -> None:
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
     family = make_family(args.family, {})
     config = resolve_meta_train_config(family, {"preset": args.preset} if args.preset else {})
     torch.manual_seed(0)
-    net = LSTMOptimizerNet(config.network)
+    net = LSTMOptimizerNet(config.network).to(device)
     times: dict[str, list[float]] = {"fused": [], "reference": []}
     for k in range(args.iterations + 1):  # the first round warms up both
         for name, cell in (("fused", FUSED), ("reference", reference_lstm_cell)):
             network.lstm_cell = cell
-            elapsed = one_iteration(net, family, args.unroll, k)
+            elapsed = one_iteration(net, family, args.unroll, k, device)
             if k:
                 times[name].append(elapsed)
     network.lstm_cell = FUSED
     medians = {name: statistics.median(values) for name, values in times.items()}
+    machine = machine_info()
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
     summary = {
-        "command": " ".join(sys.argv), "machine": machine_info(), "preset": config.preset,
+        "command": " ".join(sys.argv), "machine": machine, "device": str(device), "preset": config.preset,
         "unroll": args.unroll, "seconds": times, "median_seconds": medians,
         "speedup": medians["reference"] / medians["fused"],
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2))
-    print(f"`python {summary['command']}` — {summary['machine']}\n")
+    print(f"`python {summary['command']}` — {machine}\n")
     print("| family | preset | unroll | fused s/iteration | reference s/iteration | speed-up |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.family} | {config.preset} | {args.unroll} | {medians['fused']:.2f} | {medians['reference']:.2f} "
