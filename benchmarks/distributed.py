@@ -45,18 +45,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
 
 
-def _train(family_name: str, overrides: dict[str, Any]) -> list[float]:
-    """Meta-train; the time at the end of every meta-iteration."""
+def _train(family_name: str, overrides: dict[str, Any]) -> list[list[float]]:
+    """Meta-train; (wall clock, this process's CPU time) at the end of every meta-iteration."""
     from l2l_plugin import make_family
     from l2l_plugin.pipeline import resolve_meta_train_config
     from l2l_plugin.training import MetaTrainCallback, meta_train
 
     class Clock(MetaTrainCallback):
         def __init__(self) -> None:
-            self.times: list[float] = []
+            self.times: list[list[float]] = []
 
         def on_iteration(self, progress: Any) -> None:
-            self.times.append(time.perf_counter())
+            self.times.append([time.perf_counter(), time.process_time()])
 
     torch.set_num_threads(1)
     family = make_family(family_name, {})
@@ -86,8 +86,13 @@ def _alone(index: int, family_name: str, overrides: dict[str, Any], out: str, ow
     Path(f"{out}.{index}").write_text(json.dumps(_train(family_name, overrides)))
 
 
-def _rate(times: list[float]) -> float:
-    return (len(times) - 1) / (times[-1] - times[0])
+def _rate(times: list[list[float]]) -> float:
+    return (len(times) - 1) / (times[-1][0] - times[0][0])
+
+
+def _cpu_seconds(times: list[list[float]]) -> float:
+    """CPU seconds per meta-iteration: what the process computed, whatever the machine's load."""
+    return (times[-1][1] - times[0][1]) / (len(times) - 1)
 
 
 def run(
@@ -109,12 +114,15 @@ def run(
         out = str(Path(tmp) / "times.json")
         if alone:
             mp.spawn(_alone, args=(family, overrides, out, own_session), nprocs=world_size, join=True)
-            rates = [_rate(json.loads(Path(f"{out}.{k}").read_text())) for k in range(world_size)]
+            clocks = [json.loads(Path(f"{out}.{k}").read_text()) for k in range(world_size)]
+            rates = [_rate(clock) for clock in clocks]
             per_second, tasks = statistics.mean(rates), sum(rates) * meta_batch
+            cpu = statistics.mean(_cpu_seconds(clock) for clock in clocks)
         else:
             store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False)
             mp.spawn(_rank, args=(world_size, store.port, family, overrides, out, own_session), nprocs=world_size, join=True)
-            per_second = _rate(json.loads(Path(out).read_text()))
+            clock = json.loads(Path(out).read_text())
+            per_second, cpu = _rate(clock), _cpu_seconds(clock)
             tasks = per_second * world_size * meta_batch
     return {
         "ranks": 1 if alone else world_size,
@@ -122,6 +130,7 @@ def run(
         "meta_batch_per_rank": meta_batch,
         "meta_iterations_per_second": per_second,  # alone: the mean of the processes
         "tasks_per_second": tasks,
+        "cpu_seconds_per_meta_iteration": cpu,  # rank 0's (alone: the processes' mean)
         "timed_iterations": iterations - 1,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -148,9 +157,10 @@ def main() -> None:
             result = run(args.family, processes, batch, args.iterations, alone, args.own_sessions)
             runs[name].append(result)
             print(f"round {round_ + 1} {name}: {result['meta_iterations_per_second']:.3f} it/s, "
-                  f"{result['tasks_per_second']:.3f} tasks/s, load {result['load_average_before'][0]:.2f}", flush=True)
+                  f"{result['tasks_per_second']:.3f} tasks/s, {result['cpu_seconds_per_meta_iteration']:.2f} CPU s/it, "
+                  f"load {result['load_average_before'][0]:.2f}", flush=True)
     median = {
-        name: {key: statistics.median(r[key] for r in results) for key in ("meta_iterations_per_second", "tasks_per_second")}
+        name: {key: statistics.median(r[key] for r in results) for key in ("meta_iterations_per_second", "tasks_per_second", "cpu_seconds_per_meta_iteration")}
         for name, results in runs.items()
     }
     summary = {

@@ -37,7 +37,7 @@ from l2l_plugin.training import (
     MetaTrainProgress,
     TqdmProgress,
 )
-from l2l_plugin.training.distributed import current_ranks, process_group_from_env
+from l2l_plugin.training.distributed import current_ranks, launched_as_rank, process_group_from_env
 from l2l_plugin.training.distributed.launch import LaunchError, add_launch_arguments, launch, wants_launch
 from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET
 
@@ -308,6 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "meta-train" and getattr(args, "search", None) and (wants_launch(args) or launched_as_rank()):
+            raise LaunchError(
+                "--search runs its trials in one process: leave out --nproc/--nnodes and torchrun, then train "
+                "the winning recipe on ranks with its --meta values"
+            )
         if args.command == "meta-train" and wants_launch(args):
             # A bad config is one error here, not one per rank.
             resolve_meta_train_config(make_family(args.family, parse_assignments(args.set)), parse_assignments(args.meta))

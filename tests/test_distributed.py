@@ -186,6 +186,14 @@ def test_launch_options_that_cannot_work_are_refused():
     assert "--rdzv-endpoint=head:29400" in multi and "--standalone" not in multi
 
 
+def test_a_recipe_search_on_ranks_is_refused_with_the_way_out(capsys, tmp_path):
+    from l2l_plugin.cli import main
+
+    assert main(["meta-train", "quadratic", "--out", str(tmp_path), "--search", "trials=2", "--nproc", "2"]) == 2
+    assert "--search runs its trials in one process" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing launched, nothing written
+
+
 def _cli_meta(iterations: int, checkpoint_every: int) -> list[str]:
     meta = {**META, "meta_iterations": iterations, "checkpoint_every": checkpoint_every}
     return [arg for key, value in meta.items() for arg in ("--meta", f"{key}={json.dumps(value)}")]
