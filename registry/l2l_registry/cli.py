@@ -110,7 +110,10 @@ def search_handler(args: argparse.Namespace) -> int:
     )
     if published is not None and store is not None:
         print_publish_result(published, store.describe())
-    print(f"study {study} in {storage} (the same command resumes it)")
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(storage).render_as_string(hide_password=True)  # a PostgreSQL URL may carry one
+    print(f"study {study} in {shown} (the same command resumes it)")
     return 0
 
 
