@@ -414,3 +414,30 @@ def test_two_processes_share_one_study(tmp_path: Path) -> None:
     done = [t for t in study.trials if t.state.is_finished()]
     assert 4 <= len(done) <= 5  # the total of the study, not of each process (one may overshoot by its last)
     assert sum(t.user_attrs.get(DEFAULTS_ATTR, False) for t in study.trials) == 1
+
+
+def test_a_search_job_cancelled_while_searching_stops_and_its_run_is_killed(service: Any) -> None:
+    from test_api_support import TERMINAL, auth, wait_for
+
+    long_trials = {"trials": 3, "budget": 300, "trial_seconds": 100, "pruner": "none", "space": QUICK_SPACE}
+    response = service.post(
+        "/meta-train",
+        json={"family": "quadratic", "family_config": FAMILY_CONFIG, "search": long_trials,
+              "meta_overrides": {**overrides(), "meta_iterations": 20000, "validation_every": 1000}},
+        headers=auth(),
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    job = wait_for(
+        lambda: service.get(f"/jobs/{job_id}").json(),
+        lambda j: j["progress"]["phase"] == "searching" and j["progress"]["iterations_done"] > 0,
+        120,
+    )
+    assert job["progress"]["phase_total"] == 3
+    assert service.delete(f"/jobs/{job_id}", headers=auth()).status_code in (200, 202)
+    job = wait_for(lambda: service.get(f"/jobs/{job_id}").json(), lambda j: j["state"] in TERMINAL, 60)
+    assert job["state"] == "cancelled" and job["stop_reason"] == "cancelled"
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(job["mlflow_run_id"]).info.status == "KILLED"

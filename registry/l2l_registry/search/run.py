@@ -24,7 +24,7 @@ from l2l_registry.conventions import (
 )
 from l2l_registry.quiet import quiet
 from l2l_registry.search.spec import SearchSpec
-from l2l_registry.search.study import RecipeSearch, SearchOutcome, SearchStopped
+from l2l_registry.search.study import RecipeSearch, SearchOutcome
 from l2l_registry.search.tracking import PARENT_RUN_ATTR, EchoObserver, MlflowTrialObserver, record_search
 from l2l_registry.store import Store, client, configure
 
@@ -143,7 +143,9 @@ class SearchRun:
         try:
             self.outcome = self.search.run()
         except BaseException as exc:
-            if mlflow_client is not None and self.run_id is not None and not isinstance(exc, SearchStopped):
+            # A stop asked by the caller (a cancelled or lost service job) is the caller's to record:
+            # a lost job resumes in the same run.
+            if mlflow_client is not None and self.run_id is not None and not isinstance(exc, MetaTrainingCancelled):
                 self.end_run(exc)
             raise
         if mlflow_client is not None and self.run_id is not None:
