@@ -134,6 +134,7 @@ def scenarios(live: LiveService, seconds: float, concurrency: int, generator: st
         ("GET", "/families", None, concurrency),
         ("GET", f"/optimizers/{FAMILY}", None, concurrency),
         ("POST", "/meta-train", _post_body(), max(1, concurrency // 2)),
+        ("POST", "/meta-train", _post_body(), 1),  # one client: the latency of a submission alone
     ):
         figures = run(live.base + path, seconds, clients, body)
         figures.update(condition=condition, method=method, path=path, concurrency=clients)

@@ -163,8 +163,9 @@ class JobService:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
-        # One API process serves requests: a lock makes "count the queue, then add" atomic.
+        # One API process serves requests: a lock makes "count the queue, then reserve" atomic.
         self._submit_lock = threading.Lock()
+        self._reserved = 0  # submissions past the queue check whose row is not written yet
 
     def submit(self, request: MetaTrainRequest) -> Job:
         valid = validate_request(request, self.settings)
@@ -176,8 +177,10 @@ class JobService:
                 headers={"Retry-After": "300"},
             )
         job_id = uuid.uuid4().hex
+        # A place in the queue is reserved under the lock, and the MLflow run and the row are
+        # created outside it: concurrent POSTs no longer wait for each other's MLflow calls.
         with self._submit_lock:
-            queued = self.store.count("queued")
+            queued = self.store.count("queued") + self._reserved
             if queued >= self.settings.max_queued:
                 raise APIError(
                     429,
@@ -185,40 +188,48 @@ class JobService:
                     "retry later",
                     headers={"Retry-After": "30"},
                 )
-            try:
-                run_id = registry_adapter.bounded(
-                    self.settings.mlflow_request_timeout_seconds,
-                    registry_adapter.create_queued_run,
-                    job_id,
-                    valid.family,
-                    valid.family_config,
-                )
-            except registry_adapter.MlflowTimeout as exc:
-                raise APIError(
-                    503, f"{exc}; the job was not queued", headers={"Retry-After": "30"}
-                ) from None
-            except Exception as exc:  # noqa: BLE001 - the tracking server is down or misconfigured
-                logger.exception("creating the MLflow run of job %s failed", job_id)
-                raise APIError(
-                    503,
-                    f"MLflow is unavailable, the job was not queued: {type(exc).__name__}",
-                    headers={"Retry-After": "30"},
-                ) from None
-            try:
-                return self.store.create(
-                    job_id,
-                    valid.family,
-                    valid.family_config,
-                    valid.meta_overrides,
-                    valid.register,
-                    valid.iterations,
-                    run_id,
-                    search=valid.search,
-                    ranks=valid.ranks,
-                )
-            except Exception:
-                registry_adapter.end_run(run_id, "FAILED")
-                raise
+            self._reserved += 1
+        try:
+            return self._create(job_id, valid)
+        finally:
+            with self._submit_lock:
+                self._reserved -= 1
+
+    def _create(self, job_id: str, valid: ValidatedRequest) -> Job:
+        try:
+            run_id = registry_adapter.bounded(
+                self.settings.mlflow_request_timeout_seconds,
+                registry_adapter.create_queued_run,
+                job_id,
+                valid.family,
+                valid.family_config,
+            )
+        except registry_adapter.MlflowTimeout as exc:
+            raise APIError(
+                503, f"{exc}; the job was not queued", headers={"Retry-After": "30"}
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - the tracking server is down or misconfigured
+            logger.exception("creating the MLflow run of job %s failed", job_id)
+            raise APIError(
+                503,
+                f"MLflow is unavailable, the job was not queued: {type(exc).__name__}",
+                headers={"Retry-After": "30"},
+            ) from None
+        try:
+            return self.store.create(
+                job_id,
+                valid.family,
+                valid.family_config,
+                valid.meta_overrides,
+                valid.register,
+                valid.iterations,
+                run_id,
+                search=valid.search,
+                ranks=valid.ranks,
+            )
+        except Exception:
+            registry_adapter.end_run(run_id, "FAILED")
+            raise
 
     def cancel(self, job_id: str) -> tuple[Job, bool]:
         """Returns the job and whether it is already cancelled (False: the worker will stop it)."""
