@@ -127,8 +127,8 @@ class NeuralArtFamily(TaskFamily):
         description="Styles a task draws from (uniformly, by its seed). The default five are the "
         "training styles; plaid, rings and cells are held out for generalisation tests.",
     )
-    # Content 0.01 and style 1e4 (measured at 32×32, BENCHMARKS.md): tuned Adam's loss after
-    # 100 steps is still 1.7× its loss after 400, so a faster optimizer has room. With content
+    # Content 0.01 and style 1e4 (measured at 32×32, benchmarks/neural_art.py): tuned Adam's
+    # loss after 100 steps is still 1.5× its loss after 400, so a faster optimizer has room. With content
     # weight 1 the two terms' conflict leaves a floor that tuned Adam is within 4% of after 100
     # steps (a 20-minute meta-training never beat it); with style 10 every tuned baseline
     # reaches the floor within 30 steps.
