@@ -61,3 +61,20 @@ class TwoKindFamily(TaskFamily):
     def sample(self, seed: int) -> Task:
         poisoned = self.nan_every and (seed // 3) % self.nan_every == 0 and seed % 3 == 0
         return TwoKindTask(seed, nan_at_step=3 if poisoned else None)
+
+
+def untrained_optimizer(network: dict, head_std: float = 0.5):
+    """A TrainedOptimizer of a fresh net whose head makes visible steps (no meta-training)."""
+    from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer
+    from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
+
+    torch.manual_seed(0)
+    config = OptimizerNetConfig.model_validate(network)
+    net = LSTMOptimizerNet(config)
+    with torch.no_grad():
+        for sub in net.nets.values():
+            sub.head.weight.normal_(std=head_std)
+    manifest = OptimizerManifest(
+        network=config, family="none", family_config={}, meta_training={}, provenance=Provenance(library_version="t")
+    )
+    return TrainedOptimizer(manifest, net)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, untrained_optimizer
 from l2l_plugin import LearnedOptimizer, make_family
-from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer
+from l2l_plugin.artifacts import TrainedOptimizer
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training import meta_train
@@ -21,16 +21,7 @@ NOMINAL = {"momentum_decays": [0.9, 0.5], "normalized_gradient": True, "update":
 
 
 def _trained(network: dict) -> TrainedOptimizer:
-    torch.manual_seed(0)
-    config = OptimizerNetConfig.model_validate(network)
-    net = LSTMOptimizerNet(config)
-    with torch.no_grad():
-        for sub in net.nets.values():
-            sub.head.weight.normal_(std=0.5)
-    manifest = OptimizerManifest(
-        network=config, family="none", family_config={}, meta_training={}, provenance=Provenance(library_version="t")
-    )
-    return TrainedOptimizer(manifest, net)
+    return untrained_optimizer(network)
 
 
 def _params_after(device: str, trained: TrainedOptimizer, steps: int = 5) -> torch.Tensor:

@@ -281,24 +281,6 @@ def test_bfloat16_state_stays_within_one_percent_of_float32_over_100_steps(netwo
     assert (bf16_params - fp32_params).norm() / fp32_params.norm() < 0.01
 
 
-def test_state_keeps_its_dtypes_through_a_state_dict_round_trip_of_a_bfloat16_model(tmp_path):
-    trained = _trained({**NOMINAL_NETWORK, "gac_cells": 0})
-    model = _model().to(torch.bfloat16)
-    optimizer = LearnedOptimizer(model.parameters(), trained)
-    _train(model, optimizer, 3)
-    torch.save(optimizer.state_dict(), tmp_path / "opt.pt")
-    twin = copy.deepcopy(model)
-    _train(model, optimizer, 1)
-
-    restored = LearnedOptimizer(twin.parameters(), trained)
-    restored.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
-    for state in restored.state.values():  # torch.optim alone would cast them to bfloat16
-        assert state["lstm_state"].dtype == torch.float32 and state["moments"].dtype == torch.float32
-    _train(twin, restored, 1)
-    for a, b in zip(model.parameters(), twin.parameters()):
-        assert torch.equal(a, b)
-
-
 def test_parameters_stepped_alone_in_place_equal_one_shared_call(monkeypatch):
     import l2l_plugin.optimizer.learned_optimizer as learned
 

@@ -9,9 +9,9 @@ import io
 import pytest
 import torch
 
+from helpers import untrained_optimizer
 from l2l_plugin import LearnedOptimizer
-from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer
-from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
+from l2l_plugin.artifacts import TrainedOptimizer
 
 MOMENTS = {"momentum_decays": [0.9, 0.5], "normalized_gradient": True}
 NETWORKS = {
@@ -29,16 +29,7 @@ STATE_DTYPES = ["float32", "bfloat16"]
 
 
 def _trained(network: dict, state_dtype: str) -> TrainedOptimizer:
-    torch.manual_seed(0)
-    config = OptimizerNetConfig.model_validate({**network, "state_dtype": state_dtype})
-    net = LSTMOptimizerNet(config)
-    with torch.no_grad():
-        for sub in net.nets.values():
-            sub.head.weight.normal_(std=0.5)
-    manifest = OptimizerManifest(
-        network=config, family="none", family_config={}, meta_training={}, provenance=Provenance(library_version="t")
-    )
-    return TrainedOptimizer(manifest, net)
+    return untrained_optimizer({**network, "state_dtype": state_dtype})
 
 
 def _model(dtype: torch.dtype) -> torch.nn.Module:

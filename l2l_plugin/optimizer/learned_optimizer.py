@@ -125,48 +125,35 @@ class LearnedOptimizer(Optimizer):
             loss_rows = loss_feature(value, config).expand(grad.numel())
         return grad, steps, param_rows, loss_rows
 
-    def _step_in_place(
+    def _step_entries(
         self,
         net: LSTMOptimizerNet,
         net_group: str,
         entries: list[tuple[torch.Tensor, float]],
         loss: torch.Tensor | float | None,
     ) -> None:
+        """One LSTM call over ``entries``' coordinates: in place, or (averaging cells) all at once."""
         params = [p for p, _ in entries]
         states = [self._coordinate_state(net, p) for p in params]
         sizes = [p.numel() for p in params]
         grad, steps, param_rows, loss_rows = self._inputs(params, params[0].device, loss)
         shared = states[0] if len(states) == 1 else CoordinateState.cat(states)
-        update = net.step_(net_group, grad, shared, steps=steps, param=param_rows, loss_rows=loss_rows)
-        if len(states) > 1:  # the shared call worked on a copy: write it back
-            for state, piece in zip(states, shared.split(sizes)):
-                state.lstm.copy_(piece.lstm)
-                if state.moments is not None:
-                    state.moments.copy_(piece.moments)
+        inputs = {"steps": steps, "param": param_rows, "loss_rows": loss_rows}
+        if net.config.gac_cells:  # averaging couples coordinates: one differentiable-path call
+            update, new_state = net(net_group, grad.float(), shared, **inputs)
+            for p, piece in zip(params, new_state.split(sizes)):
+                self.state[p][_LSTM_KEY] = piece.lstm.to(net.lstm_state_dtype)
+                if piece.moments is not None:
+                    self.state[p][_MOMENTS_KEY] = piece.moments
+        else:
+            update = net.step_(net_group, grad, shared, **inputs)
+            if len(states) > 1:  # the shared call worked on a copy: write it back
+                for state, piece in zip(states, shared.split(sizes)):
+                    state.lstm.copy_(piece.lstm)
+                    if state.moments is not None:
+                        state.moments.copy_(piece.moments)
         for (p, lr), delta in zip(entries, update.split(sizes)):
             p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
-            self.state[p]["step"] += 1
-
-    def _step_together(
-        self,
-        net: LSTMOptimizerNet,
-        net_group: str,
-        entries: list[tuple[torch.Tensor, float]],
-        loss: torch.Tensor | float | None,
-    ) -> None:
-        """One call over every coordinate, so global averaging cells average over the whole model."""
-        params = [p for p, _ in entries]
-        coordinate_state = CoordinateState.cat([self._coordinate_state(net, p) for p in params])
-        sizes = [p.numel() for p in params]
-        grad, steps, param_rows, loss_rows = self._inputs(params, params[0].device, loss)
-        update, new_state = net(
-            net_group, grad.float(), coordinate_state, steps=steps, param=param_rows, loss_rows=loss_rows
-        )
-        for (p, lr), delta, state_slice in zip(entries, update.split(sizes), new_state.split(sizes)):
-            p.add_(delta.view_as(p).to(p.dtype), alpha=lr)
-            self.state[p][_LSTM_KEY] = state_slice.lstm.to(net.lstm_state_dtype)
-            if state_slice.moments is not None:
-                self.state[p][_MOMENTS_KEY] = state_slice.moments
             self.state[p]["step"] += 1
 
     @torch.no_grad()
@@ -196,15 +183,15 @@ class LearnedOptimizer(Optimizer):
 
         for (net_group, device), entries in members.items():
             net = self._net_on(device)
-            if config.gac_cells:
-                self._step_together(net, net_group, entries, loss)
+            if config.gac_cells:  # averaging cells average over the whole model: one call
+                self._step_entries(net, net_group, entries, loss)
                 continue
             # Large tensors step alone, their state updated in place; small ones share a call,
             # since a call's fixed cost is dozens of small ops.
             small = [entry for entry in entries if entry[0].numel() < _SHARED_CALL_BELOW]
             for entry in entries:
                 if entry[0].numel() >= _SHARED_CALL_BELOW:
-                    self._step_in_place(net, net_group, [entry], loss)
+                    self._step_entries(net, net_group, [entry], loss)
             if small:
-                self._step_in_place(net, net_group, small, loss)
+                self._step_entries(net, net_group, small, loss)
         return loss
