@@ -78,7 +78,8 @@ def measure_cost_profile(
         return run
 
     with torch.no_grad():
-        learned = LearnedOptimizer([param], TrainedOptimizer(manifest, net))
+        # Named, so an optimizer with per-group LSTMs times its default LSTM without a warning.
+        learned = LearnedOptimizer([("weight", param)], TrainedOptimizer(manifest, net))
         step_ms = _median_ms(synchronised(lambda: learned.step(loss=1.0)), repeats)  # loss_input needs one
         adam = torch.optim.Adam([param], lr=1e-3, foreach=True)
         adam_ms = _median_ms(synchronised(adam.step), repeats)
