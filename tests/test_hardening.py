@@ -317,7 +317,7 @@ def test_every_first_party_family_declares_a_cost_and_its_defaults_fit_the_caps(
     from l2l_plugin.families import discover_families, make_family
     from l2l_plugin.pipeline import resolve_meta_train_config
 
-    for name in ("quadratic", "mnist_mlp", "mnist_conv"):
+    for name in ("quadratic", "mnist_mlp", "mnist_conv", "neural_art"):
         family = make_family(name, {})
         cost = family.cost()
         assert cost is not None and cost.coordinates > 0 and cost.memory_floats >= cost.coordinates, name

@@ -237,3 +237,17 @@ def test_the_service_lists_trains_and_registers_neural_art(tmp_path):
         assert job["state"] == "succeeded", job
         assert job["result"]["model_name"] == "l2l-neural_art"
         assert job["result"]["optimizer_uri"] == f"models:/l2l-neural_art/{job['result']['model_version']}"
+
+
+def test_the_declared_cost_follows_the_resolution_and_the_service_caps_it():
+    from l2l_api.limits import cost_errors
+    from l2l_api.settings import Settings
+    from l2l_plugin.pipeline import resolve_meta_train_config
+
+    small, large = make_family("neural_art", {"resolution": 32}), make_family("neural_art", {"resolution": 64})
+    assert large.cost().coordinates == 4 * small.cost().coordinates == 4 * 3 * 32 * 32
+    assert large.cost().memory_floats == pytest.approx(4 * small.cost().memory_floats, rel=0.02)  # Gram: fixed size
+    assert cost_errors(large, resolve_meta_train_config(large, {}), Settings()) == []
+    huge = make_family("neural_art", {"resolution": 512, "channels": 256})
+    errors = cost_errors(huge, resolve_meta_train_config(huge, {"evaluation": {"test_tasks": 1000}}), Settings())
+    assert errors and "MAX_TASK_MEMORY_MB" in errors[0]["msg"]

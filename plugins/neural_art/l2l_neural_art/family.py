@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from l2l_plugin.families import Params, Task, TaskFamily, TaskStack, seeded_generator
+from l2l_plugin.families import Params, Task, TaskCost, TaskFamily, TaskStack, seeded_generator
 
 from l2l_neural_art.features import features, gram
 from l2l_neural_art.images import TRAINING_STYLES, StyleName, content_image, style_image
@@ -179,6 +179,17 @@ class NeuralArtFamily(TaskFamily):
 
     def objective(self) -> Objective:
         return Objective(self.feature_seed, self.kernel_sizes, self.channels, self.content_weight, self.style_weight)
+
+    def cost(self) -> TaskCost:
+        pixels = self.resolution**2
+        feature_maps = self.channels * len(self.kernel_sizes)
+        coordinates = 3 * pixels
+        # The image, its content and style images, the feature maps of a target and of the image,
+        # and two Gram matrices.
+        memory = 3 * coordinates + 2 * feature_maps * pixels + 2 * feature_maps**2
+        convolution = sum(size * size * 3 * self.channels for size in self.kernel_sizes) * pixels
+        gram = feature_maps**2 * pixels
+        return TaskCost(coordinates=coordinates, memory_floats=memory, step_work=3 * (convolution + gram))
 
     def sample(self, seed: int) -> NeuralArtTask:
         style_generator = seeded_generator(seed, STYLE_STREAM)
