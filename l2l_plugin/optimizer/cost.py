@@ -34,7 +34,8 @@ class CostProfile(BaseModel):
         return self.step_ms / self.adam_step_ms if self.adam_step_ms > 0 else float("inf")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
     try:
         with open("/proc/cpuinfo") as handle:
             return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
@@ -83,7 +84,7 @@ def measure_cost_profile(
         step_ms = _median_ms(synchronised(lambda: learned.step(loss=1.0)), repeats)  # loss_input needs one
         adam = torch.optim.Adam([param], lr=1e-3, foreach=True)
         adam_ms = _median_ms(synchronised(adam.step), repeats)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return CostProfile(
         parameters=parameters,
         step_ms=round(step_ms, 3),

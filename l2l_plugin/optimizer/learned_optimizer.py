@@ -184,14 +184,13 @@ class LearnedOptimizer(Optimizer):
         for (net_group, device), entries in members.items():
             net = self._net_on(device)
             if config.gac_cells:  # averaging cells average over the whole model: one call
-                self._step_entries(net, net_group, entries, loss)
-                continue
-            # Large tensors step alone, their state updated in place; small ones share a call,
-            # since a call's fixed cost is dozens of small ops.
-            small = [entry for entry in entries if entry[0].numel() < _SHARED_CALL_BELOW]
-            for entry in entries:
-                if entry[0].numel() >= _SHARED_CALL_BELOW:
-                    self._step_entries(net, net_group, [entry], loss)
-            if small:
-                self._step_entries(net, net_group, small, loss)
+                calls = [entries]
+            else:
+                # Large tensors step alone, their state updated in place; small ones share a call,
+                # since a call's fixed cost is dozens of small ops.
+                calls = [[entry] for entry in entries if entry[0].numel() >= _SHARED_CALL_BELOW]
+                if small := [entry for entry in entries if entry[0].numel() < _SHARED_CALL_BELOW]:
+                    calls.append(small)
+            for call in calls:
+                self._step_entries(net, net_group, call, loss)
         return loss

@@ -116,6 +116,12 @@ def _sigmoid_tanh(z: torch.Tensor, hidden: int) -> torch.Tensor:
     return gates
 
 
+def _gates(x: torch.Tensor, h: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+           bias: torch.Tensor) -> torch.Tensor:
+    """The (4H, N) gate activations of a layer: one pair of matrix products, then one σ."""
+    return _sigmoid_tanh(torch.addmm(bias.unsqueeze(1), weight_ih, x).addmm_(weight_hh, h), h.shape[0])
+
+
 class _FusedLSTMCell(torch.autograd.Function):
     """One LSTM layer step on feature-major tensors, with a hand-written backward.
 
@@ -126,8 +132,7 @@ class _FusedLSTMCell(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, c, weight_ih, weight_hh, bias):  # noqa: ANN001, ANN205
-        hidden = h.shape[0]
-        gates = _sigmoid_tanh(torch.addmm(torch.addmm(bias.unsqueeze(1), weight_ih, x), weight_hh, h), hidden)
+        gates = _gates(x, h, weight_ih, weight_hh, bias)
         i, f, g, o = gates.chunk(4)
         c_new = torch.addcmul(f * c, i, g)
         tanh_c = torch.sigmoid(2 * c_new).mul_(2).sub_(1)
@@ -165,9 +170,7 @@ def lstm_cell_(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_ih: tor
 
     The same arithmetic as :class:`_FusedLSTMCell`; the only (4H, N) allocation is the gates.
     """
-    hidden = h.shape[0]
-    gates = _sigmoid_tanh(torch.addmm(bias.unsqueeze(1), weight_ih, x).addmm_(weight_hh, h), hidden)
-    i, f, g, o = gates.chunk(4)
+    i, f, g, o = _gates(x, h, weight_ih, weight_hh, bias).chunk(4)
     c.mul_(f).addcmul_(i, g)
     tanh_c = torch.mul(c, 2, out=f).sigmoid_().mul_(2).sub_(1)  # f is spent: reuse its rows
     torch.mul(o, tanh_c, out=h)

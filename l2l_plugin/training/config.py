@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
+from l2l_plugin.optimizer.cost import PROFILE_PARAMETERS
 from l2l_plugin.training.distribution import FieldDistribution
 from l2l_plugin.training.presets import PresetName, with_preset
 
@@ -37,7 +38,7 @@ class EvaluationConfig(BaseModel):
     )
     nag_momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum of the NAG baseline.")
     cost_profile_parameters: int = Field(
-        1_000_000,
+        PROFILE_PARAMETERS,
         ge=0,
         le=100_000_000,
         description="Model size at which the trained optimizer's step is timed (beside Adam) for its "

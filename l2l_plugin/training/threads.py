@@ -58,6 +58,11 @@ def cpu_threads(count: int | Literal["auto"] | None, coordinates: int | None = N
 
 
 def task_coordinates(family: TaskFamily) -> int:
-    """Parameters of one task of ``family`` (the problem size the thread count follows)."""
+    """Parameters of one task of ``family`` (the problem size the thread count follows).
+
+    From the family's declared cost when it has one (nothing sampled); else from a sampled task.
+    """
+    if (cost := family.cost()) is not None:
+        return cost.coordinates
     params = family.sample_stack([0]).init_params("cpu")
     return sum(value[0].numel() for value in params.values())

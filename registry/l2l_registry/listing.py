@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from l2l_plugin.optimizer.cost import CostProfile
+from pydantic import ValidationError
+
 from l2l_registry.conventions import (
     CHAMPION_ALIAS,
     EVAL_METRIC_PREFIX,
@@ -63,13 +66,13 @@ class VersionInfo:
 
     def cost_label(self) -> str:
         """``812 ms@1e+06 (118x Adam), 320 B/param`` or ``-`` for versions made before profiles."""
-        cost = self.cost_profile
-        if not cost:
+        try:
+            cost = CostProfile.model_validate(self.cost_profile or {})
+        except ValidationError:  # no profile (an older version) or one this library cannot read
             return "-"
-        ratio = cost["step_ms"] / cost["adam_step_ms"] if cost.get("adam_step_ms") else float("inf")
         return (
-            f"{cost['step_ms']:.4g} ms@{cost['parameters']:.0e} ({ratio:.0f}x Adam), "
-            f"{cost['state_bytes_per_parameter']} B/param"
+            f"{cost.step_ms:.4g} ms@{cost.parameters:.0e} ({cost.ratio_to_adam:.0f}x Adam), "
+            f"{cost.state_bytes_per_parameter} B/param"
         )
 
     def search_label(self) -> str:
