@@ -35,11 +35,11 @@ from machine import machine_info  # noqa: E402
 BENCHMARK_FAMILIES: dict[str, type[TaskFamily]] = {"teacher_mlp": TeacherMlpFamily}
 
 
-def _family(name: str, fields: dict) -> TaskFamily:
+def benchmark_family(name: str, fields: dict) -> TaskFamily:
     return BENCHMARK_FAMILIES[name].model_validate(fields) if name in BENCHMARK_FAMILIES else make_family(name, fields)
 
 
-def _row(label: str, report: EvaluationReport) -> dict:
+def report_row(label: str, report: EvaluationReport) -> dict:
     best = report.optimizers[report.best_baseline]
     learned = report.optimizers[LEARNED]
     return {
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    family = _family(args.family, parse_assignments(args.set))
+    family = benchmark_family(args.family, parse_assignments(args.set))
     defaults = {} if args.no_family_defaults else type(family).meta_train_defaults
     config = MetaTrainConfig.model_validate(meta_train_recipe(defaults, parse_assignments(args.meta)))
     device = resolve_device(config.device)
@@ -90,10 +90,10 @@ def main() -> None:
         for label, *assignments in variants:
             fields = parse_assignments(assignments)
             steps = fields.pop("steps", config.evaluation_steps)
-            variant_family = _family(args.family, {**family.model_dump(mode="json"), **fields})
+            variant_family = benchmark_family(args.family, {**family.model_dump(mode="json"), **fields})
             report = evaluate(result.net, variant_family, args.family, config.evaluation, steps, device)
             write_evaluation(report, args.out / label.replace(" ", "_"))
-            rows.append(_row(label, report))
+            rows.append(report_row(label, report))
     summary = {
         "command": " ".join(sys.argv), "machine": machine_info(), "preset": config.preset,
         "meta_train_seconds": result.wall_seconds, "meta_iterations": result.iterations,

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from l2l_plugin.cli import parse_assignments
-from l2l_plugin.evaluation import LEARNED, EvaluationReport, evaluate
-from l2l_plugin.families import TaskFamily, make_family
+from l2l_plugin.evaluation import EvaluationReport, evaluate
+from l2l_plugin.families import TaskFamily
 from l2l_plugin.training import MetaTrainConfig, cpu_threads, meta_train, resolve_device
 from l2l_plugin.training.presets import deep_merge
 from l2l_registry.gate import decide
@@ -33,14 +33,9 @@ from l2l_registry.search import RecipeSearch, SearchSpec, sqlite_storage
 from l2l_registry.search.tracking import EchoObserver
 
 sys.path.insert(0, str(Path(__file__).parent))
-from families.teacher_mlp import TeacherMlpFamily  # noqa: E402
 from machine import machine_info  # noqa: E402
+from quality import benchmark_family, report_row  # noqa: E402
 
-BENCHMARK_FAMILIES: dict[str, type[TaskFamily]] = {"teacher_mlp": TeacherMlpFamily}
-
-
-def _family(name: str, fields: dict[str, Any]) -> TaskFamily:
-    return BENCHMARK_FAMILIES[name].model_validate(fields) if name in BENCHMARK_FAMILIES else make_family(name, fields)
 
 
 def _train_and_evaluate(family: TaskFamily, name: str, config: MetaTrainConfig, out: Path) -> tuple[dict[str, Any], EvaluationReport]:
@@ -49,27 +44,16 @@ def _train_and_evaluate(family: TaskFamily, name: str, config: MetaTrainConfig, 
     config = result.config or config
     with cpu_threads(config.cpu_threads):
         report = evaluate(result.net, family, name, config.evaluation, config.evaluation_steps, resolve_device(config.device))
-    best = report.optimizers[report.best_baseline]
-    learned = report.optimizers[LEARNED]
     decision = decide(report, None)
     row = {
+        **report_row(config.preset, report),
         "preset": config.preset,
         "meta_train_seconds": result.wall_seconds,
         "meta_iterations": result.iterations,
         "best_iteration": result.best_iteration,
         "wall_seconds": time.monotonic() - started,
-        "learned_mean": learned.final_loss_mean,
-        "learned_geomean": learned.final_loss_geomean,
-        "best_baseline": report.best_baseline,
-        "best_baseline_lr": best.lr,
-        "baseline_mean": best.final_loss_mean,
-        "baseline_geomean": best.final_loss_geomean,
-        "ratio_mean": report.ratio_to_best_baseline("final_loss_mean"),
-        "ratio_geomean": report.ratio_to_best_baseline("final_loss_geomean"),
-        "win_rate": report.win_rate_vs_best_baseline,
         "promoted": decision.promote,
         "gate_reason": decision.reason,
-        "all": {n: (r.final_loss_mean, r.final_loss_geomean, r.lr) for n, r in report.optimizers.items()},
     }
     return row, report
 
@@ -92,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    family = _family(args.family, parse_assignments(args.set))
+    family = benchmark_family(args.family, parse_assignments(args.set))
     defaults = {} if args.no_family_defaults else type(family).meta_train_defaults
     overrides = deep_merge(parse_assignments(args.meta), {"max_seconds": args.final_seconds})
     spec = SearchSpec(

@@ -39,10 +39,12 @@ def _get(config: MetaTrainConfig, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _limit_error(path: list[str], message: str, value: Any, limit: float) -> dict[str, Any]:
+def _limit_error(
+    path: list[str], message: str, value: Any, limit: float, field: str = "meta_overrides"
+) -> dict[str, Any]:
     return {
         "type": "limit_exceeded",
-        "loc": ["body", "meta_overrides", *path],
+        "loc": ["body", field, *path],
         "msg": message,
         "input": value,
         "ctx": {"limit": limit},
@@ -137,17 +139,12 @@ def cost_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings)
     memory_mb = cost.memory_floats * 4 * tasks_at_once / 2**20
     errors = []
     if memory_mb > settings.max_task_memory_mb:
-        errors.append(
-            {
-                "type": "limit_exceeded",
-                "loc": ["body", "family_config"],
-                "msg": f"this config needs about {memory_mb:,.0f} MB for {tasks_at_once} tasks at once "
-                f"({cost.memory_floats:,} floats per task), above this service's limit of "
-                f"{settings.max_task_memory_mb:g} MB (set by {prefix}MAX_TASK_MEMORY_MB)",
-                "input": cost.memory_floats,
-                "ctx": {"limit": settings.max_task_memory_mb},
-            }
+        message = (
+            f"this config needs about {memory_mb:,.0f} MB for {tasks_at_once} tasks at once "
+            f"({cost.memory_floats:,} floats per task), above this service's limit of "
+            f"{settings.max_task_memory_mb:g} MB (set by {prefix}MAX_TASK_MEMORY_MB)"
         )
+        errors.append(_limit_error([], message, cost.memory_floats, settings.max_task_memory_mb, "family_config"))
     if not errors:
         from l2l_plugin.evaluation.evaluate import learning_rate_grid
 
@@ -158,17 +155,12 @@ def cost_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings)
         )
         work = (cost.step_work + cost.coordinates * LSTM_WORK_PER_COORDINATE) * steps * runs
         if work > settings.max_evaluation_work:
-            errors.append(
-                {
-                    "type": "limit_exceeded",
-                    "loc": ["body", "family_config"],
-                    "msg": f"evaluating this config costs about {work:.3g} multiply-adds ({runs} runs of "
-                    f"{steps} steps), above this service's limit of {settings.max_evaluation_work:.3g} "
-                    f"(set by {prefix}MAX_EVALUATION_WORK)",
-                    "input": work,
-                    "ctx": {"limit": settings.max_evaluation_work},
-                }
+            message = (
+                f"evaluating this config costs about {work:.3g} multiply-adds ({runs} runs of "
+                f"{steps} steps), above this service's limit of {settings.max_evaluation_work:.3g} "
+                f"(set by {prefix}MAX_EVALUATION_WORK)"
             )
+            errors.append(_limit_error([], message, work, settings.max_evaluation_work, "family_config"))
     return errors
 
 
