@@ -121,7 +121,7 @@ def _cost_profile(net: LSTMOptimizerNet, config: MetaTrainConfig, device: torch.
 
 def meta_train_and_evaluate(
     family_name: str,
-    family_config: Mapping[str, Any] | None,
+    family_config: Mapping[str, Any] | TaskFamily | None,
     meta_overrides: Mapping[str, Any] | None,
     out_dir: Path | str,
     callbacks: Sequence[MetaTrainCallback] = (),
@@ -129,11 +129,13 @@ def meta_train_and_evaluate(
 ) -> MetaTrainOutcome:
     """Train on ``family_name``, evaluate on held-out tasks, write everything under ``out_dir``.
 
+    ``family_config`` may be the family already validated (a ``TaskFamily``): a caller that
+    validated it before (the registry, to open its run) does not pay for it twice.
     A checkpoint under ``out_dir/checkpoint`` lets a stopped run resume with the same call.
     ``on_phase`` hears when meta-training and evaluation start, and after every optimizer
     evaluated (an exception it raises stops the run there).
     """
-    family = make_family(family_name, family_config)
+    family = family_config if isinstance(family_config, TaskFamily) else make_family(family_name, family_config)
     config = resolve_meta_train_config(family, meta_overrides)
     out = Path(out_dir)
 
