@@ -23,6 +23,15 @@ NETWORKS = {
     "averaging cells": {"gac_cells": 2, "loss_input": True},
     "param + progress inputs": {**MOMENTS, "param_input": True, "progress_horizon": 10},
     "groups": {"groups": [{"name": "bias", "pattern": r"bias$"}]},
+    "ntm_bfgs": {"kind": "ntm_bfgs", "memory": {"slots": 2}},
+    "ntm_bfgs, heads + averaging + groups": {
+        **MOMENTS,
+        "kind": "ntm_bfgs",
+        "memory": {"slots": 3, "read_heads": 2, "write_heads": 2},
+        "gac_cells": 2,
+        "loss_input": True,
+        "groups": [{"name": "bias", "pattern": r"bias$"}],
+    },
 }
 PARAM_DTYPES = [torch.float32, torch.bfloat16, torch.float64]
 STATE_DTYPES = ["float32", "bfloat16"]
@@ -67,6 +76,8 @@ def test_optimizer_contract(network, param_dtype, state_dtype):
         assert state["lstm_state"].shape[-1] == p.numel()
         assert ("moments" in state) == trained.net.config.uses_moments
         assert "moments" not in state or state["moments"].dtype == torch.float32
+        assert ("memory" in state) == (trained.net.config.memory is not None)
+        assert "memory" not in state or (state["memory"].dtype == torch.float32 and state["memory"].any())
 
     # A state_dict round trip (through torch.save) reproduces the next step exactly.
     buffer = io.BytesIO()

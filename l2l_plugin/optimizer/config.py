@@ -12,6 +12,11 @@ DEFAULT_GROUP = "default"
 
 UpdateRule = Literal["linear", "tanh", "nominal"]
 NominalDirection = Literal["adam", "nesterov"]
+NetworkKind = Literal["lstm", "ntm_bfgs"]
+
+#: Largest (coordinates × memory rows) one NTM-BFGS call may hold: 2³⁰ floats, 4 GiB. Above it the
+#: history of write vectors alone outgrows a typical accelerator; fewer slots or heads fit more.
+MAX_MEMORY_FLOATS = 2**30
 
 
 class GroupRule(BaseModel):
@@ -34,11 +39,49 @@ class GroupRule(BaseModel):
         return pattern
 
 
+class MemoryConfig(BaseModel):
+    """NTM-BFGS's outer-product memory (Andrychowicz et al. 2016, appendix B; its L-BFGS-like variant).
+
+    Each write head emits a left and a right write vector a, b (one value per coordinate); the
+    memory M = Σ a bᵀ over the last ``slots`` steps is never formed: the vectors are kept, and a
+    read head's key r reads M r = Σ a ⟨b, r⟩, the inner product taken over all coordinates of one
+    optimizee (divided by their count, so the scale does not depend on the model's size).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slots: int = Field(
+        8, ge=1, le=64, description="Steps of write vectors kept (like L-BFGS's history); older ones drop out."
+    )
+    read_heads: int = Field(1, ge=1, le=8, description="Read heads: each reads one vector, fed to the update and to the next step's input.")
+    write_heads: int = Field(1, ge=1, le=8, description="Write heads: each adds one outer product a bᵀ per step.")
+    read_scale: float = Field(1.0, gt=0, le=100, description="Multiplier of every read result.")
+
+    @property
+    def history_rows(self) -> int:
+        """Rows of kept write vectors per coordinate: slots × write heads × (a and b)."""
+        return self.slots * self.write_heads * 2
+
+    @property
+    def rows(self) -> int:
+        """Memory rows per coordinate: the kept write vectors, then the last read of each head."""
+        return self.history_rows + self.read_heads
+
+
 class OptimizerNetConfig(BaseModel):
     """Coordinatewise LSTM optimizer (Andrychowicz et al. 2016, section 2.1 and appendix A)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: NetworkKind = Field(
+        "lstm",
+        description="Architecture: 'lstm' (the coordinatewise LSTM, paper section 2.1) or 'ntm_bfgs' "
+        "(that LSTM as the controller of an outer-product memory with read and write heads, paper "
+        "appendix B: something like a learned quasi-Newton update).",
+    )
+    memory: MemoryConfig | None = Field(
+        None, description="The NTM-BFGS memory (kind 'ntm_bfgs' only; its defaults when omitted)."
+    )
     hidden_size: int = Field(20, ge=1, le=512, description="Hidden units per LSTM layer.")
     num_layers: int = Field(2, ge=1, le=4, description="Stacked LSTM layers.")
     preprocess_p: float | None = Field(
@@ -117,8 +160,18 @@ class OptimizerNetConfig(BaseModel):
         f"match no rule use the LSTM named '{DEFAULT_GROUP}'.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_memory(cls, data: object) -> object:
+        # Filled in (not left null), so a saved manifest records the memory it was trained with.
+        if isinstance(data, dict) and data.get("kind") == "ntm_bfgs" and data.get("memory") is None:
+            return {**data, "memory": {}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> OptimizerNetConfig:
+        if self.memory is not None and self.kind != "ntm_bfgs":
+            raise ValueError(f"memory is only valid with kind 'ntm_bfgs' (kind is '{self.kind}')")
         if self.gac_cells > self.hidden_size:
             raise ValueError(f"gac_cells ({self.gac_cells}) exceeds hidden_size ({self.hidden_size})")
         if self.update == "nominal" and not self.momentum_decays:
@@ -143,6 +196,15 @@ class OptimizerNetConfig(BaseModel):
     @property
     def uses_moments(self) -> bool:
         return bool(self.momentum_decays) or self.normalized_gradient
+
+    @property
+    def couples_coordinates(self) -> bool:
+        """Whether a step needs all of an optimizee's coordinates at once (no chunked in-place step)."""
+        return bool(self.gac_cells) or self.memory is not None
+
+    @property
+    def read_heads(self) -> int:
+        return self.memory.read_heads if self.memory is not None else 0
 
     @property
     def num_features(self) -> int:

@@ -18,6 +18,7 @@ from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, loss
 
 _LSTM_KEY = "lstm_state"
 _MOMENTS_KEY = "moments"
+_MEMORY_KEY = "memory"  # NTM-BFGS: the write history and last reads (float32)
 
 
 #: Parameters smaller than this share one LSTM call (concatenated); larger ones step alone, in place.
@@ -87,8 +88,9 @@ class LearnedOptimizer(Optimizer):
             saved = state_dict["state"].get(saved_id, {})
             if _LSTM_KEY in saved:
                 self.state[param][_LSTM_KEY] = saved[_LSTM_KEY].to(param.device, self.net.lstm_state_dtype, copy=True)
-            if _MOMENTS_KEY in saved:
-                self.state[param][_MOMENTS_KEY] = saved[_MOMENTS_KEY].to(param.device, torch.float32, copy=True)
+            for key in (_MOMENTS_KEY, _MEMORY_KEY):
+                if key in saved:
+                    self.state[param][key] = saved[key].to(param.device, torch.float32, copy=True)
 
     def _coordinate_state(self, net: LSTMOptimizerNet, param: torch.Tensor) -> CoordinateState:
         """The parameter's state, created on first use and kept in the net's storage dtypes."""
@@ -99,13 +101,18 @@ class LearnedOptimizer(Optimizer):
             state[_LSTM_KEY] = initial.lstm
             if initial.moments is not None:
                 state[_MOMENTS_KEY] = initial.moments
+            if initial.memory is not None:
+                state[_MEMORY_KEY] = initial.memory
         lstm = state[_LSTM_KEY]
         if lstm.dtype != net.lstm_state_dtype or lstm.device != param.device or not lstm.is_contiguous():
             state[_LSTM_KEY] = lstm = lstm.to(param.device, net.lstm_state_dtype).contiguous()
-        moments = state.get(_MOMENTS_KEY)
-        if moments is not None and (moments.dtype != torch.float32 or moments.device != param.device):
-            state[_MOMENTS_KEY] = moments = moments.to(param.device, torch.float32).contiguous()
-        return CoordinateState(lstm, moments)
+        floats = []
+        for key in (_MOMENTS_KEY, _MEMORY_KEY):
+            value = state.get(key)
+            if value is not None and (value.dtype != torch.float32 or value.device != param.device):
+                state[key] = value = value.to(param.device, torch.float32).contiguous()
+            floats.append(value)
+        return CoordinateState(lstm, *floats)
 
     def _inputs(
         self, params: list[torch.Tensor], device: torch.device, loss: torch.Tensor | float | None
@@ -139,12 +146,14 @@ class LearnedOptimizer(Optimizer):
         grad, steps, param_rows, loss_rows = self._inputs(params, params[0].device, loss)
         shared = states[0] if len(states) == 1 else CoordinateState.cat(states)
         inputs = {"steps": steps, "param": param_rows, "loss_rows": loss_rows}
-        if net.config.gac_cells:  # averaging couples coordinates: one differentiable-path call
+        if net.config.couples_coordinates:  # averaging or memory reads: one differentiable-path call
             update, new_state = net(net_group, grad.float(), shared, **inputs)
             for p, piece in zip(params, new_state.split(sizes)):
                 self.state[p][_LSTM_KEY] = piece.lstm.to(net.lstm_state_dtype)
                 if piece.moments is not None:
                     self.state[p][_MOMENTS_KEY] = piece.moments
+                if piece.memory is not None:
+                    self.state[p][_MEMORY_KEY] = piece.memory
         else:
             update = net.step_(net_group, grad, shared, **inputs)
             if len(states) > 1:  # the shared call worked on a copy: write it back
@@ -169,7 +178,8 @@ class LearnedOptimizer(Optimizer):
             )
 
         # Coordinates of every parameter group meet in one LSTM call per net group (and device),
-        # so global averaging cells average over the whole model, as in meta-training.
+        # so global averaging cells average, and NTM-BFGS's memory takes its inner products, over
+        # the whole model, as in meta-training.
         members: dict[tuple[str, torch.device], list[tuple[torch.Tensor, float]]] = {}
         for group in self.param_groups:
             for index, param in enumerate(group["params"]):
@@ -183,7 +193,7 @@ class LearnedOptimizer(Optimizer):
 
         for (net_group, device), entries in members.items():
             net = self._net_on(device)
-            if config.gac_cells:  # averaging cells average over the whole model: one call
+            if config.couples_coordinates:  # averaging cells and memory reads span the whole model: one call
                 calls = [entries]
             else:
                 # Large tensors step alone, their state updated in place; small ones share a call,

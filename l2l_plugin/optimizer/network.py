@@ -4,7 +4,8 @@ Coordinates are columns of a batch (feature-major: every feature, gate and hidde
 contiguous row over all coordinates, which keeps the elementwise work vectorised), so the
 weights are shared and the state is per coordinate.
 Several optimizees (a meta-batch of tasks) may share one call: ``segments`` says which
-coordinates belong to which optimizee, so global averaging cells and the loss input stay per optimizee.
+coordinates belong to which optimizee, so global averaging cells, NTM-BFGS's memory reads and
+the loss input stay per optimizee.
 
 :meth:`LSTMOptimizerNet.forward` is the one functional core of the optimizer (features →
 LSTM layers → update): meta-training's rollout and the ``torch.optim`` drop-in both call it.
@@ -13,12 +14,14 @@ LSTM layers → update): meta-training's rollout and the ``torch.optim`` drop-in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
+from l2l_plugin.optimizer.memory import OuterProductMemory, check_memory_size
 
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -42,26 +45,36 @@ class Segments:
         return (sums / self.counts.T.to(columns.dtype))[:, self.ids]
 
 
+def per_optimizee_mean(segments: Segments | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Rows' means over their optimizee's coordinates: per segment, or over all rows without segments."""
+    if segments is not None:
+        return segments.mean
+    return lambda columns: columns.mean(1, keepdim=True).expand_as(columns)
+
+
 @dataclass(frozen=True)
 class CoordinateState:
     """Everything the optimizer keeps per coordinate (the last dimension indexes coordinates)."""
 
     lstm: torch.Tensor  # (2·layers, hidden, N): h and c of each layer
     moments: torch.Tensor | None  # (len(momentum_decays) + 1, N): first moments, then v; None if unused
+    memory: torch.Tensor | None = None  # (memory.rows, N): NTM-BFGS write history, then last reads
 
     def detach(self) -> CoordinateState:
-        return CoordinateState(self.lstm.detach(), None if self.moments is None else self.moments.detach())
+        return CoordinateState(*(None if t is None else t.detach() for t in (self.lstm, self.moments, self.memory)))
 
     def split(self, sizes: list[int]) -> list[CoordinateState]:
         lstm = self.lstm.split(sizes, dim=2)
         moments = self.moments.split(sizes, dim=1) if self.moments is not None else [None] * len(sizes)
-        return [CoordinateState(a, b) for a, b in zip(lstm, moments)]
+        memory = self.memory.split(sizes, dim=1) if self.memory is not None else [None] * len(sizes)
+        return [CoordinateState(*parts) for parts in zip(lstm, moments, memory)]
 
     @staticmethod
     def cat(states: list[CoordinateState]) -> CoordinateState:
         lstm = torch.cat([s.lstm for s in states], dim=2)
         moments = None if states[0].moments is None else torch.cat([s.moments for s in states], dim=1)
-        return CoordinateState(lstm, moments)
+        memory = None if states[0].memory is None else torch.cat([s.memory for s in states], dim=1)
+        return CoordinateState(lstm, moments, memory)
 
 
 #: Coordinates per chunk when stepping without a graph (evaluation, LearnedOptimizer.step):
@@ -189,14 +202,21 @@ def lstm_cell(
 
 
 class CoordinateLSTM(nn.Module):
-    """A stack of LSTM cells and a linear head, run on every coordinate independently."""
+    """A stack of LSTM cells and a linear head, run on every coordinate independently.
+
+    With kind 'ntm_bfgs' the stack is the controller of an :class:`OuterProductMemory`: the last
+    step's reads join its input, and the head sees the last hidden state and this step's reads.
+    """
 
     def __init__(self, config: OptimizerNetConfig) -> None:
         super().__init__()
         self.config = config
-        sizes = [config.num_features] + [config.hidden_size] * config.num_layers
+        reads = config.read_heads
+        sizes = [config.num_features + reads] + [config.hidden_size] * config.num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(config.num_layers))
-        self.head = nn.Linear(config.hidden_size, config.num_outputs)
+        self.head = nn.Linear(config.hidden_size + reads, config.num_outputs)
+        if config.memory is not None:
+            self.memory = OuterProductMemory(config.memory, config.hidden_size)
         # Start from small steps (or, for 'nominal', from the nominal hand-designed step), so an
         # untrained optimizer does not blow the optimizee up.
         nn.init.zeros_(self.head.bias)
@@ -210,20 +230,30 @@ class CoordinateLSTM(nn.Module):
             )
 
     def forward(
-        self, features: torch.Tensor, lstm_state: torch.Tensor, segments: Segments | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (F, N), state (2·layers, H, N) → head output (outputs, N), new state."""
+        self,
+        features: torch.Tensor,
+        lstm_state: torch.Tensor,
+        segments: Segments | None,
+        memory: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """features (F, N), state (2·layers, H, N), memory (rows, N) or None → head output
+        (outputs, N), new state, new memory."""
         gac = self.config.gac_cells
+        mean = per_optimizee_mean(segments)
         x = features
+        if memory is not None:
+            x = torch.cat((features, memory[self.config.memory.history_rows :]))  # the last step's reads
         new_state = []
         for layer, cell in enumerate(self.cells):
             h, c = lstm_cell(x, lstm_state[2 * layer], lstm_state[2 * layer + 1], cell)
             if gac:
-                averaged = segments.mean(h[:gac]) if segments else h[:gac].mean(1, keepdim=True).expand(gac, h.shape[1])
-                h = torch.cat((averaged, h[gac:]))
+                h = torch.cat((mean(h[:gac]), h[gac:]))
             new_state += [h, c]
             x = h
-        return torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, x), torch.stack(new_state)
+        if memory is not None:
+            reads, memory = self.memory(x, memory, mean)
+            x = torch.cat((x, reads))
+        return torch.addmm(self.head.bias.unsqueeze(1), self.head.weight, x), torch.stack(new_state), memory
 
     def forward_(self, features: torch.Tensor, lstm_state: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` without a graph or averaging cells: ``lstm_state`` (float32) is updated in place."""
@@ -259,11 +289,16 @@ class LSTMOptimizerNet(nn.Module):
         # Moments stay float32 whatever state_dtype says: they are slow running averages, and
         # bfloat16's 8-bit mantissa would round away increments of (1 − 0.999)·g².
         moments = torch.zeros(len(config.momentum_decays) + 1, rows, device=device) if config.uses_moments else None
-        return CoordinateState(lstm, moments)
+        # The memory stays float32 too: its reads sum slots × heads products of it.
+        memory = None
+        if config.memory is not None:
+            check_memory_size(config.memory, rows)
+            memory = torch.zeros(config.memory.rows, rows, device=device)
+        return CoordinateState(lstm, moments, memory)
 
     def state_bytes_per_coordinate(self) -> int:
         state = self.initial_state(1, "cpu")
-        return sum(t.element_size() * t.numel() for t in (state.lstm, state.moments) if t is not None)
+        return sum(t.element_size() * t.numel() for t in (state.lstm, state.moments, state.memory) if t is not None)
 
     def features(
         self,
@@ -330,11 +365,15 @@ class LSTMOptimizerNet(nn.Module):
         """
         grad = grad.detach()
         steps = torch.as_tensor(steps, device=grad.device)
-        state = CoordinateState(state.lstm.float(), state.moments)  # bfloat16 storage: compute in float32
+        if self.config.memory is not None:
+            if state.memory is None:
+                raise ValueError("this NTM-BFGS optimizer needs its memory in the state: start from initial_state()")
+            check_memory_size(self.config.memory, grad.shape[0])
         features, moments, nominal = self.features(grad, state.moments, steps, param, loss_rows)
         net = self.nets[group]
-        out, lstm = net(features, state.lstm, segments)
-        return self._update(net, out, nominal), CoordinateState(lstm, moments)
+        # bfloat16 storage: compute in float32
+        out, lstm, memory = net(features, state.lstm.float(), segments, state.memory)
+        return self._update(net, out, nominal), CoordinateState(lstm, moments, memory)
 
     @torch.no_grad()
     def step_(
@@ -351,10 +390,12 @@ class LSTMOptimizerNet(nn.Module):
 
         Coordinates are independent here, so they run in cache-sized chunks, each writing its
         new state over the old: no per-step allocation of the state and no concatenation.
-        (Averaging cells couple coordinates: use :meth:`forward` for those.)
+        (Averaging cells and NTM-BFGS's memory reads couple coordinates: use :meth:`forward` for those.)
         """
-        if self.config.gac_cells:
-            raise ValueError("step_ runs coordinates in chunks; averaging cells need forward()")
+        if self.config.couples_coordinates:
+            raise ValueError(
+                "step_ runs coordinates in chunks; averaging cells and NTM-BFGS's memory need forward()"
+            )
         grad = grad.detach()
         steps = torch.as_tensor(steps, device=grad.device)
         net = self.nets[group]

@@ -65,7 +65,7 @@ class OptimizeeBatch:
                     if self.net.config.param_input
                     else None
                 )
-                if track_meta_gradient or self.net.config.gac_cells:
+                if track_meta_gradient or self.net.config.couples_coordinates:
                     update, self.state[group] = self.net(
                         group, grad, self.state[group], steps=self.steps, param=param, loss_rows=rows, segments=segments
                     )
