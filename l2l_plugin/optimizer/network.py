@@ -283,6 +283,8 @@ class LSTMOptimizerNet(nn.Module):
 
     def initial_state(self, rows: int, device: torch.device | str) -> CoordinateState:
         config = self.config
+        if config.memory is not None:
+            check_memory_size(config.memory, rows)  # before allocating anything
         lstm = torch.zeros(
             2 * config.num_layers, config.hidden_size, rows, device=device, dtype=self.lstm_state_dtype
         )
@@ -290,10 +292,7 @@ class LSTMOptimizerNet(nn.Module):
         # bfloat16's 8-bit mantissa would round away increments of (1 − 0.999)·g².
         moments = torch.zeros(len(config.momentum_decays) + 1, rows, device=device) if config.uses_moments else None
         # The memory stays float32 too: its reads sum slots × heads products of it.
-        memory = None
-        if config.memory is not None:
-            check_memory_size(config.memory, rows)
-            memory = torch.zeros(config.memory.rows, rows, device=device)
+        memory = None if config.memory is None else torch.zeros(config.memory.rows, rows, device=device)
         return CoordinateState(lstm, moments, memory)
 
     def state_bytes_per_coordinate(self) -> int:
