@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 from l2l_plugin.cli import parse_assignments
-from l2l_plugin.evaluation import LEARNED, EvaluationReport, evaluate
-from l2l_plugin.training.seeds import held_out_seeds
-from l2l_plugin.evaluation.report import OptimizerResult
+from l2l_plugin.evaluation import LEARNED, EvaluationReport, OptimizerResult, evaluate
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training import MetaTrainConfig, cpu_threads, meta_train, resolve_device
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
+from l2l_plugin.training.seeds import held_out_seeds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
