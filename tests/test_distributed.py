@@ -164,10 +164,10 @@ def test_shards_cover_the_items_in_order():
 
 
 def test_a_checkpoint_of_another_number_of_ranks_is_another_run():
-    from l2l_plugin.training.meta_train import _Run
+    from l2l_plugin.training.run_state import RunState
 
     def identity(ranks: Ranks) -> str:
-        return _Run(_family(), _config(), torch.device("cpu"), ranks).identity()
+        return RunState(_family(), _config(), torch.device("cpu"), ranks).identity()
 
     assert identity(Ranks(0, 2)) == identity(Ranks(1, 2))  # every rank of a run agrees
     assert identity(Ranks(0, 2)) != identity(Ranks())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import TwoKindFamily, tiny_config
+
 from l2l_plugin import make_family
 from l2l_plugin.training import (
     MetaTrainCallback,
@@ -124,8 +124,8 @@ def test_time_budget_stops_early_and_still_validates():
 
 @pytest.mark.parametrize("metric", ["final_loss_mean", "final_loss_geomean"])
 def test_best_weights_are_chosen_by_the_validation_metric(metric):
-    from l2l_plugin.optimizer.rollout import run_learned
     from l2l_plugin.evaluation.report import geometric_mean
+    from l2l_plugin.optimizer.rollout import run_learned
 
     family = make_family("quadratic", {"dim": 4})
     config = tiny_config(network=QUADRATIC_NET, meta_iterations=6, validation_every=2, validation_metric=metric)

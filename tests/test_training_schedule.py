@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config
 from pydantic import ValidationError
 
-from helpers import tiny_config
 from l2l_plugin import make_family
 from l2l_plugin.training import MetaTrainCallback, meta_train
 from l2l_plugin.training.config import MetaTrainConfig
@@ -20,7 +20,7 @@ from l2l_plugin.training.distribution import (
     sample_family,
     scaled_stack,
 )
-from l2l_plugin.training.meta_train import unroll_lengths
+from l2l_plugin.training.unroll import unroll_lengths
 
 RICH_NET = {"preprocess_p": None, "momentum_decays": [0.9, 0.5], "normalized_gradient": True, "update": "nominal",
             "nominal_lr": 0.05, "progress_horizon": 10}
@@ -130,7 +130,7 @@ def test_meta_training_with_every_lever_is_reproducible_and_learns():
     assert first.iterations == 12 and counter.iterations == list(range(1, 13))
     for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values()):
         assert torch.equal(a, b)
-    start = [h["validation_loss"] for h in first.history if "validation_loss" in h][0]
+    start = next(h["validation_loss"] for h in first.history if "validation_loss" in h)
     assert first.best_validation_loss <= start
     assert first.net.nets["default"].log_lr.item() != pytest.approx(torch.log(torch.tensor(0.05)).item())
 
@@ -227,7 +227,7 @@ def test_unrolls_without_weight_take_no_meta_step(tmp_path):
 
 
 def test_tail_loss_validation_averages_the_last_steps():
-    from l2l_plugin.training.meta_train import validation_score
+    from l2l_plugin.training.validation import validation_score
 
     curve = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0, 3.0]])
     config = MetaTrainConfig.model_validate({"validation_metric": "tail_loss_mean", "final_loss_steps": 2, "unroll_length": None})

@@ -8,10 +8,9 @@ tuned nominal optimizer, and meta-training only has to improve on it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-
-from typing import TYPE_CHECKING
 
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.optimizer.config import OptimizerNetConfig
