@@ -17,6 +17,7 @@ from l2l_plugin.artifacts import MANIFEST_NAME, load_trained_optimizer, save_tra
 from l2l_plugin.families import get_family
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
 from l2l_plugin.optimizer.config import MAX_MEMORY_FLOATS
+from l2l_plugin.optimizer.cost import state_bytes_per_coordinate, step_work_per_coordinate
 from l2l_plugin.optimizer.memory import MemoryTooLargeError
 from l2l_plugin.optimizer.network import Segments
 from l2l_plugin.optimizer.rollout import OptimizeeBatch
@@ -185,3 +186,14 @@ def test_meta_train_with_the_cli_register_and_load_back(tmp_path, monkeypatch, c
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+
+
+@pytest.mark.parametrize(
+    "network",
+    [{}, {"state_dtype": "bfloat16", "momentum_decays": [0.9]}, NTM, {**NTM, "state_dtype": "bfloat16"}],
+)
+def test_the_config_level_cost_matches_the_net(network):
+    config = OptimizerNetConfig.model_validate(network)
+    assert state_bytes_per_coordinate(config) == LSTMOptimizerNet(config).state_bytes_per_coordinate()
+    lstm_work = step_work_per_coordinate(OptimizerNetConfig.model_validate({**network, "kind": "lstm", "memory": None}))
+    assert (step_work_per_coordinate(config) > lstm_work) == (config.memory is not None)

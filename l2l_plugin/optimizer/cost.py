@@ -12,7 +12,8 @@ import time
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from l2l_plugin.optimizer.network import LSTMOptimizerNet
+from l2l_plugin.optimizer.config import OptimizerNetConfig
+from l2l_plugin.optimizer.network import STATE_DTYPES, LSTMOptimizerNet
 
 #: The model size the issue's users compare at: one step over 10⁶ parameters.
 PROFILE_PARAMETERS = 1_000_000
@@ -32,6 +33,32 @@ class CostProfile(BaseModel):
     @property
     def ratio_to_adam(self) -> float:
         return self.step_ms / self.adam_step_ms if self.adam_step_ms > 0 else float("inf")
+
+
+def state_bytes_per_coordinate(config: OptimizerNetConfig) -> int:
+    """What an optimizer of ``config`` keeps per coordinate, from the config alone (no net built):
+    h and c of every layer in ``state_dtype``, the float32 moments, and NTM-BFGS's float32 memory
+    (slots × write heads × 2 kept write vectors plus one read per read head)."""
+    lstm = 2 * config.num_layers * config.hidden_size * STATE_DTYPES[config.state_dtype].itemsize
+    moments = 4 * (len(config.momentum_decays) + 1) if config.uses_moments else 0
+    memory = 4 * config.memory.rows if config.memory is not None else 0
+    return lstm + moments + memory
+
+
+def step_work_per_coordinate(config: OptimizerNetConfig) -> int:
+    """Multiply-adds per coordinate of one step without a graph: the LSTM layers' gates, the head,
+    and for NTM-BFGS the memory heads, the inner products and the weighted sum of a read."""
+    hidden, reads = config.hidden_size, config.read_heads
+    inputs = config.num_features + reads
+    work = 0
+    for _ in range(config.num_layers):
+        work += 4 * hidden * (inputs + hidden)
+        inputs = hidden
+    work += (hidden + reads) * config.num_outputs
+    if config.memory is not None:
+        kept = config.memory.slots * config.memory.write_heads
+        work += hidden * (2 * config.memory.write_heads + reads) + 2 * kept * reads
+    return work
 
 
 def cpu_name() -> str:
