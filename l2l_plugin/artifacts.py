@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
+from l2l_plugin.errors import L2LError
 from l2l_plugin.optimizer.config import OptimizerNetConfig
 from l2l_plugin.optimizer.cost import CostProfile
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
@@ -62,7 +63,7 @@ class TrainedOptimizer:
     net: LSTMOptimizerNet
 
 
-class OptimizerFilesError(ValueError):
+class OptimizerFilesError(L2LError, ValueError):
     """A directory that is not (or no longer) a valid trained optimizer."""
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from l2l_plugin.errors import L2LError
+
 try:  # Python 3.11+: the parser lives in re._parser
     from re import _constants as sre_constants  # type: ignore[attr-defined]
     from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -37,7 +39,7 @@ _FORBIDDEN = {
 }
 
 
-class UnsafePatternError(ValueError):
+class UnsafePatternError(L2LError, ValueError):
     """A group pattern outside the safe subset (see the module docstring)."""
 
 

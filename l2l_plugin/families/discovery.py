@@ -14,12 +14,13 @@ from typing import Any
 
 import entrypoints
 
+from l2l_plugin.errors import UsageError
 from l2l_plugin.families.base import TaskFamily
 
 ENTRY_POINT_GROUP = "l2l_plugin.families"
 
 
-class UnknownFamilyError(LookupError):
+class UnknownFamilyError(UsageError, LookupError):
     """No family of that name is installed."""
 
     def __init__(self, name: str, available: list[str]) -> None:
@@ -29,7 +30,7 @@ class UnknownFamilyError(LookupError):
         self.available = available
 
 
-class FamilyLoadError(RuntimeError):
+class FamilyLoadError(UsageError, RuntimeError):
     """A family's plugin is installed but could not be loaded."""
 
 

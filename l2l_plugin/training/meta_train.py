@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from l2l_plugin.errors import L2LError
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.optimizer.rollout import OptimizeeBatch
 from l2l_plugin.training.callbacks import (
@@ -49,15 +50,15 @@ __all__ = [
 ]
 
 
-class MetaTrainingDiverged(RuntimeError):
+class MetaTrainingDiverged(L2LError, RuntimeError):
     """Too many non-finite meta-losses or meta-gradients in a row."""
 
 
-class MetaTrainingCancelled(RuntimeError):
+class MetaTrainingCancelled(L2LError, RuntimeError):
     """A callback asked the run to stop."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(L2LError, ValueError):
     """The checkpoint directory holds a run with another configuration (or number of ranks)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from l2l_plugin.errors import L2LError
 
-class RegistryError(RuntimeError):
+
+class RegistryError(L2LError, RuntimeError):
     """Base class: something about the registry or a model URI is wrong."""
 
 

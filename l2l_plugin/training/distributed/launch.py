@@ -14,12 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from l2l_plugin.errors import UsageError
 from l2l_plugin.training.distributed.group import launched_as_rank
 
 ENTRY_MODULE = "l2l_plugin.cli"
 
 
-class LaunchError(ValueError):
+class LaunchError(UsageError, ValueError):
     """Launch options that cannot work together (the message says which)."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from l2l_plugin.errors import L2LError
+
 from l2l_mnist_data import ImageSet, canonical_device, load_numpy_pickle
 
 Split = Literal["train", "test"]
@@ -31,7 +33,7 @@ IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
 
 
-class Cifar10DataError(RuntimeError):
+class Cifar10DataError(L2LError, RuntimeError):
     """CIFAR-10 files are missing, unreadable or not CIFAR-10."""
 
 

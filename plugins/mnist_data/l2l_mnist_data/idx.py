@@ -12,6 +12,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from l2l_plugin.errors import L2LError
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 # The third byte of the magic number names the element type.
@@ -26,7 +28,7 @@ _TYPE_CODES: dict[int, np.dtype] = {
 _CODE_OF_KIND = {(dtype.kind, dtype.itemsize): code for code, dtype in _TYPE_CODES.items()}
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(L2LError, ValueError):
     """The bytes are not a well-formed IDX file."""
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from l2l_plugin.errors import L2LError
+
 from l2l_mnist_data.idx import IdxFormatError, decode_idx
 
 Split = Literal["train", "test"]
@@ -30,7 +32,7 @@ IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 
-class MnistDataError(RuntimeError):
+class MnistDataError(L2LError, RuntimeError):
     """MNIST files are missing, unreadable or not MNIST."""
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from l2l_plugin.errors import UsageError
 from l2l_plugin.training.presets import deep_merge
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 Label = str | int | float | None
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(UsageError, ValueError):
     """A hint or ``space`` entry names an unknown knob or leaves the declared space."""
 
     def __init__(self, knob: str | None, message: str) -> None:
