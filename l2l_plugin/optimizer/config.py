@@ -69,7 +69,7 @@ class MemoryConfig(BaseModel):
 
 
 class OptimizerNetConfig(BaseModel):
-    """Coordinatewise LSTM optimizer (Andrychowicz et al. 2016, section 2.1 and appendix A)."""
+    """Coordinatewise LSTM optimizer (Andrychowicz et al. 2016, section 2.1 and appendix A), or NTM-BFGS (appendix B)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
