@@ -8,7 +8,8 @@
 Without --no-family-defaults a family gets its own ``meta_train_defaults`` (on the preset they
 name); with it, the library default recipe (``l2l`` preset) alone, as a family nobody tuned
 would. Each --variant re-evaluates the same trained optimizer on another family config (and
-step count) with the baselines re-tuned there. Writes ``summary.json`` under --out.
+step count) with the baselines re-tuned there. Writes what ``l2l meta-train`` writes (optimizer/,
+evaluation.json, history.json), one folder per variant and ``summary.json`` under --out.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from pathlib import Path
 
 import torch
 
-from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer, save_trained_optimizer
 from l2l_plugin.cli import parse_assignments
-from l2l_plugin.evaluation import LEARNED, EvaluationReport, evaluate
+from l2l_plugin.evaluation import LEARNED, EvaluationReport
 from l2l_plugin.families import TaskFamily, make_family
-from l2l_plugin.pipeline import write_evaluation
-from l2l_plugin.training import MetaTrainConfig, cpu_threads, meta_train, resolve_device
-from l2l_plugin.training.presets import meta_train_recipe
+from l2l_plugin.pipeline import evaluate_trained, meta_train_and_evaluate, write_evaluation
+from l2l_plugin.training import MetaTrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from families.teacher_mlp import TeacherMlpFamily  # noqa: E402
@@ -71,38 +70,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    # The pipeline of `l2l meta-train`, given the family itself: benchmark families are not plugins.
     family = benchmark_family(args.family, parse_assignments(args.set))
-    defaults = {} if args.no_family_defaults else type(family).meta_train_defaults
-    config = MetaTrainConfig.model_validate(meta_train_recipe(defaults, parse_assignments(args.meta)))
-    device = resolve_device(config.device)
-    result = meta_train(family, config, checkpoint_dir=args.out / "checkpoint")
-    config = result.config or config  # as trained (warm_start 'tuned_nominal' picks the direction)
-    manifest = OptimizerManifest(
-        network=config.network, family=args.family, family_config=family.model_dump(mode="json"),
-        meta_training=config.model_dump(mode="json"),
-        provenance=Provenance(library_version="benchmark", meta_train_seconds=result.wall_seconds,
-                              meta_iterations=result.iterations, best_iteration=result.best_iteration),
+    outcome = meta_train_and_evaluate(
+        args.family, family, parse_assignments(args.meta), args.out, family_defaults=not args.no_family_defaults
     )
-    save_trained_optimizer(args.out / "optimizer", TrainedOptimizer(manifest, result.net))
-    rows = []
-    with cpu_threads(config.cpu_threads):
-        variants = [["trained config"], *args.variant]
-        for label, *assignments in variants:
-            fields = parse_assignments(assignments)
-            steps = fields.pop("steps", config.evaluation_steps)
-            variant_family = benchmark_family(args.family, {**family.model_dump(mode="json"), **fields})
-            report = evaluate(result.net, variant_family, args.family, config.evaluation, steps, device)
-            write_evaluation(report, args.out / label.replace(" ", "_"))
-            rows.append(report_row(label, report))
+    config = MetaTrainConfig.model_validate(outcome.trained.manifest.meta_training)  # as trained
+    provenance = outcome.trained.manifest.provenance
+    rows = [report_row("trained config", outcome.report)]
+    for label, *assignments in args.variant:
+        fields = parse_assignments(assignments)
+        steps = fields.pop("steps", None)  # None: the trained config's evaluation steps
+        variant_family = benchmark_family(args.family, {**family.model_dump(mode="json"), **fields})
+        report = evaluate_trained(outcome.optimizer_dir, args.family, variant_family, steps=steps, device=config.device)
+        write_evaluation(report, args.out / label.replace(" ", "_"))
+        rows.append(report_row(label, report))
     summary = {
         "command": " ".join(sys.argv), "machine": machine_info(), "preset": config.preset,
-        "meta_train_seconds": result.wall_seconds, "meta_iterations": result.iterations,
-        "best_iteration": result.best_iteration, "torch_threads": torch.get_num_threads(), "rows": rows,
+        "meta_train_seconds": provenance.meta_train_seconds, "meta_iterations": provenance.meta_iterations,
+        "best_iteration": provenance.best_iteration, "torch_threads": torch.get_num_threads(), "rows": rows,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\n`python {summary['command']}` — {summary['machine']}")
-    print(f"preset {config.preset}: {result.iterations} meta-iterations in {result.wall_seconds:.0f} s "
-          f"(best at {result.best_iteration})\n")
+    print(f"preset {config.preset}: {provenance.meta_iterations} meta-iterations in {provenance.meta_train_seconds:.0f} s "
+          f"(best at {provenance.best_iteration})\n")
     print("| variant | steps | learned mean / geomean | best baseline (lr) mean / geomean | ratio mean / geomean | win-rate | beats all |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

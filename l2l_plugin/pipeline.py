@@ -20,22 +20,23 @@ from l2l_plugin.artifacts import (
     save_trained_optimizer,
 )
 from l2l_plugin.evaluation import EvaluationReport, evaluate, plot_loss_curves
+from l2l_plugin.families import TaskFamily, make_family
 from l2l_plugin.optimizer import LSTMOptimizerNet
 from l2l_plugin.optimizer.cost import CostProfile, measure_cost_profile
-from l2l_plugin.families import TaskFamily, make_family
 from l2l_plugin.training import (
     MetaTrainCallback,
     MetaTrainConfig,
     MetaTrainingCancelled,
     MetaTrainingDiverged,
+    MetaTrainResult,
     cpu_threads,
     meta_train,
     resolve_device,
 )
-from l2l_plugin.training.config import EvaluationConfig
-from l2l_plugin.training.threads import task_coordinates
+from l2l_plugin.training.config import EvaluationConfig, resolve_meta_train_config
 from l2l_plugin.training.distributed import current_ranks
-from l2l_plugin.training.presets import deep_merge, meta_train_recipe
+from l2l_plugin.training.presets import deep_merge
+from l2l_plugin.training.threads import task_coordinates
 
 OPTIMIZER_DIR = "optimizer"
 EVALUATION_NAME = "evaluation.json"
@@ -86,11 +87,6 @@ def stop_reason_of(exc: BaseException | None) -> str:
     return STOP_FAILED
 
 
-def resolve_meta_train_config(family: TaskFamily, overrides: Mapping[str, Any] | None = None) -> MetaTrainConfig:
-    """The preset, the family's defaults and the user's overrides, in that order, validated."""
-    return MetaTrainConfig.model_validate(meta_train_recipe(type(family).meta_train_defaults, overrides))
-
-
 @dataclass
 class MetaTrainOutcome:
     directory: Path  # holds optimizer/, evaluation.json and the plot
@@ -119,46 +115,43 @@ def _cost_profile(net: LSTMOptimizerNet, config: MetaTrainConfig, device: torch.
         return measure_cost_profile(net, parameters, device)
 
 
-def meta_train_and_evaluate(
+def _family(name: str, config: Mapping[str, Any] | TaskFamily | None) -> TaskFamily:
+    """``config`` validated against family ``name``; a ``TaskFamily`` is taken as it is (one a
+    caller validated before, or one not registered as a plugin, such as a benchmark's)."""
+    return config if isinstance(config, TaskFamily) else make_family(name, config)
+
+
+def _evaluate_with_phases(
+    net: LSTMOptimizerNet,
+    family: TaskFamily,
     family_name: str,
-    family_config: Mapping[str, Any] | TaskFamily | None,
-    meta_overrides: Mapping[str, Any] | None,
-    out_dir: Path | str,
-    callbacks: Sequence[MetaTrainCallback] = (),
-    on_phase: PhaseHook | None = None,
-) -> MetaTrainOutcome:
-    """Train on ``family_name``, evaluate on held-out tasks, write everything under ``out_dir``.
+    config: MetaTrainConfig,
+    evaluation: EvaluationConfig,
+    steps: int,
+    device: torch.device,
+    on_phase: PhaseHook | None,
+) -> EvaluationReport:
+    """``evaluate`` on the run's threads; ``on_phase`` hears ``evaluating`` with the optimizers
+    done / total, from 0 of them on."""
 
-    ``family_config`` may be the family already validated (a ``TaskFamily``): a caller that
-    validated it before (the registry, to open its run) does not pay for it twice.
-    A checkpoint under ``out_dir/checkpoint`` lets a stopped run resume with the same call.
-    ``on_phase`` hears when meta-training and evaluation start, and after every optimizer
-    evaluated (an exception it raises stops the run there).
-    """
-    family = family_config if isinstance(family_config, TaskFamily) else make_family(family_name, family_config)
-    config = resolve_meta_train_config(family, meta_overrides)
-    out = Path(out_dir)
-
-    def phase(name: str, done: int | None = None, total: int | None = None) -> None:
+    def progress(done: int, total: int) -> None:
         if on_phase is not None:
-            on_phase(PhaseProgress(name, done, total))
+            on_phase(PhaseProgress(PHASE_EVALUATING, done, total))
 
-    phase(PHASE_META_TRAINING)
-    result = meta_train(family, config, checkpoint_dir=out / CHECKPOINT_DIR, callbacks=callbacks)
-    config = result.config or config  # as trained: a warm start may have chosen network.nominal
-    device = resolve_device(config.device)
-    phase(PHASE_EVALUATING, 0, 1 + len(config.evaluation.baselines))
-    with cpu_threads(config.cpu_threads, coordinates=config.evaluation.test_tasks * task_coordinates(family)):
-        report = evaluate(
-            result.net,
-            family,
-            family_name,
-            config.evaluation,
-            config.evaluation_steps,
-            device,
-            on_progress=lambda done, total: phase(PHASE_EVALUATING, done, total),
-        )
-    manifest = OptimizerManifest(
+    progress(0, 1 + len(evaluation.baselines))
+    with cpu_threads(config.cpu_threads, coordinates=evaluation.test_tasks * task_coordinates(family)):
+        return evaluate(net, family, family_name, evaluation, steps, device, on_progress=progress)
+
+
+def _manifest(
+    family_name: str,
+    family: TaskFamily,
+    config: MetaTrainConfig,
+    result: MetaTrainResult,
+    report: EvaluationReport,
+    device: torch.device,
+) -> OptimizerManifest:
+    return OptimizerManifest(
         network=config.network,
         family=family_name,
         family_config=family.model_dump(mode="json"),
@@ -177,7 +170,39 @@ def meta_train_and_evaluate(
         evaluation_summary=report.summary(),
         cost_profile=_cost_profile(result.net, config, device),
     )
-    trained = TrainedOptimizer(manifest, result.net)
+
+
+def meta_train_and_evaluate(
+    family_name: str,
+    family_config: Mapping[str, Any] | TaskFamily | None,
+    meta_overrides: Mapping[str, Any] | None,
+    out_dir: Path | str,
+    callbacks: Sequence[MetaTrainCallback] = (),
+    on_phase: PhaseHook | None = None,
+    *,
+    family_defaults: bool = True,
+) -> MetaTrainOutcome:
+    """Train on ``family_name``, evaluate on held-out tasks, write everything under ``out_dir``.
+
+    ``family_config`` may be the family already validated (a ``TaskFamily``): a caller that
+    validated it before (the registry, to open its run) does not pay for it twice.
+    ``family_defaults`` False trains without the family's ``meta_train_defaults`` (the preset alone).
+    A checkpoint under ``out_dir/checkpoint`` lets a stopped run resume with the same call.
+    ``on_phase`` hears when meta-training and evaluation start, and after every optimizer
+    evaluated (an exception it raises stops the run there).
+    """
+    family = _family(family_name, family_config)
+    config = resolve_meta_train_config(family, meta_overrides, family_defaults=family_defaults)
+    out = Path(out_dir)
+    if on_phase is not None:
+        on_phase(PhaseProgress(PHASE_META_TRAINING))
+    result = meta_train(family, config, checkpoint_dir=out / CHECKPOINT_DIR, callbacks=callbacks)
+    config = result.config or config  # as trained: a warm start may have chosen network.nominal
+    device = resolve_device(config.device)
+    report = _evaluate_with_phases(
+        result.net, family, family_name, config, config.evaluation, config.evaluation_steps, device, on_phase
+    )
+    trained = TrainedOptimizer(_manifest(family_name, family, config, result, report, device), result.net)
     if current_ranks().main:  # the other ranks of a distributed run hold the same, and never write
         save_trained_optimizer(out / OPTIMIZER_DIR, trained)
         write_evaluation(report, out)
@@ -188,7 +213,7 @@ def meta_train_and_evaluate(
 def evaluate_trained(
     optimizer_dir: Path | str,
     family_name: str | None = None,
-    family_config: Mapping[str, Any] | None = None,
+    family_config: Mapping[str, Any] | TaskFamily | None = None,
     evaluation: Mapping[str, Any] | None = None,
     steps: int | None = None,
     device: str = "auto",
@@ -196,28 +221,25 @@ def evaluate_trained(
 ) -> EvaluationReport:
     """Evaluate saved files on their own family, or on another config (generalisation).
 
-    ``on_phase`` hears ``evaluating`` with the optimizers done / total, as in meta_train_and_evaluate.
+    ``family_config`` may be a ``TaskFamily`` (as in meta_train_and_evaluate). ``on_phase``
+    hears ``evaluating`` with the optimizers done / total, as in meta_train_and_evaluate.
     """
     trained = load_trained_optimizer(optimizer_dir)
     manifest = trained.manifest
     name = family_name or manifest.family
     config = family_config if family_config is not None else (manifest.family_config if name == manifest.family else {})
-    family = make_family(name, config)
+    family = _family(name, config)
     trained_config = MetaTrainConfig.model_validate(manifest.meta_training)
     eval_config = EvaluationConfig.model_validate(
         deep_merge(trained_config.evaluation.model_dump(), evaluation or {})
     )
-    if on_phase is not None:
-        on_phase(PhaseProgress(PHASE_EVALUATING, 0, 1 + len(eval_config.baselines)))
-    with cpu_threads(trained_config.cpu_threads, coordinates=eval_config.test_tasks * task_coordinates(family)):
-        return evaluate(
-            trained.net,
-            family,
-            name,
-            eval_config,
-            steps or trained_config.evaluation_steps,
-            resolve_device(device),
-            on_progress=None if on_phase is None else lambda done, total: on_phase(
-                PhaseProgress(PHASE_EVALUATING, done, total)
-            ),
-        )
+    return _evaluate_with_phases(
+        trained.net,
+        family,
+        name,
+        trained_config,
+        eval_config,
+        steps or trained_config.evaluation_steps,
+        resolve_device(device),
+        on_phase,
+    )

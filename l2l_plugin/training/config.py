@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from l2l_plugin.optimizer.config import OptimizerNetConfig
 from l2l_plugin.optimizer.cost import PROFILE_PARAMETERS
 from l2l_plugin.training.distribution import FieldDistribution
-from l2l_plugin.training.presets import PresetName, with_preset
+from l2l_plugin.training.presets import PresetName, meta_train_recipe, with_preset
+
+if TYPE_CHECKING:
+    from l2l_plugin.families import TaskFamily
 
 BaselineName = Literal["sgd", "nag", "rmsprop", "adam"]
 
@@ -202,3 +205,12 @@ class MetaTrainConfig(BaseModel):
     @property
     def evaluation_steps(self) -> int:
         return self.evaluation.steps or self.longest_horizon
+
+
+def resolve_meta_train_config(
+    family: TaskFamily, overrides: Mapping[str, Any] | None = None, *, family_defaults: bool = True
+) -> MetaTrainConfig:
+    """The preset, the family's ``meta_train_defaults`` (unless ``family_defaults`` is False: the
+    recipe of a family nobody tuned) and the user's overrides, in that order, validated."""
+    defaults = type(family).meta_train_defaults if family_defaults else {}
+    return MetaTrainConfig.model_validate(meta_train_recipe(defaults, overrides))
