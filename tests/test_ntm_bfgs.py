@@ -177,8 +177,9 @@ def test_meta_train_with_the_cli_register_and_load_back(tmp_path, monkeypatch, c
         target = torch.tensor([1.0, -2.0, 0.5])
         for _ in range(3):
             optimizer.zero_grad()
-            (theta - target).square().sum().backward()
-            optimizer.step()
+            loss = (theta - target).square().sum()
+            loss.backward()
+            optimizer.step(loss=loss)  # the quadratic family's recipe feeds the loss to the network
         assert not torch.equal(theta, torch.zeros(3)) and "memory" in optimizer.state[theta]
         manifest = json.loads((tmp_path / "run" / "optimizer" / MANIFEST_NAME).read_text())
         assert manifest["network"]["memory"]["slots"] == 2
