@@ -5,17 +5,20 @@
         check_family(MyFamily())
 
 Like optax's shared optimizer tests: one set of checks that every implementation meets.
-Failures raise ``FamilyContractError`` (an AssertionError) naming the broken rule.
+Failures raise ``FamilyContractError`` (an AssertionError) naming the broken rule. Besides the
+tasks it samples, a family's class-level declarations are checked: its ``meta_train_defaults``
+must make a valid ``MetaTrainConfig``, and a declared ``cost()`` must count a task's parameters.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
+from pydantic import ValidationError
 
-from l2l_plugin.families.base import Params, Task, TaskFamily
+from l2l_plugin.families.base import Params, Task, TaskCost, TaskFamily
 
 
 class FamilyContractError(AssertionError):
@@ -78,6 +81,41 @@ def _check_stack(
     )
 
 
+def _check_meta_train_defaults(family: TaskFamily) -> None:
+    """The family's ``meta_train_defaults`` on its preset, validated as every run validates them."""
+    # Imported here: l2l_plugin.training imports the families package.
+    from l2l_plugin.training.config import resolve_meta_train_config
+
+    cls = type(family)
+    _require(isinstance(cls.meta_train_defaults, Mapping), f"{cls.__qualname__}.meta_train_defaults is not a dict")
+    try:
+        resolve_meta_train_config(family)
+    except ValidationError as exc:
+        raise FamilyContractError(
+            f"{cls.__qualname__}.meta_train_defaults do not make a valid MetaTrainConfig: {exc}"
+        ) from exc
+
+
+def _check_cost(family: TaskFamily, params: Params) -> None:
+    """A declared cost must be what a task holds: services cap configs by it before sampling."""
+    cost = family.cost()
+    if cost is None:
+        return
+    _require(isinstance(cost, TaskCost), f"cost() returned {type(cost)!r}, not a TaskCost or None")
+    for name in ("coordinates", "memory_floats", "step_work"):
+        value = getattr(cost, name)
+        _require(isinstance(value, int) and value > 0, f"cost().{name} is {value!r}, not a positive int")
+    coordinates = sum(value.numel() for value in params.values())
+    _require(
+        cost.coordinates == coordinates,
+        f"cost().coordinates is {cost.coordinates}, but a sampled task has {coordinates} parameters",
+    )
+    _require(
+        cost.memory_floats >= coordinates,
+        f"cost().memory_floats ({cost.memory_floats}) is fewer than the task's {coordinates} parameters",
+    )
+
+
 def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str = "cpu") -> None:
     """Run the contract checks against ``family``; raises FamilyContractError on a violation."""
     _require(isinstance(family, TaskFamily), f"{family!r} is not a TaskFamily instance")
@@ -95,6 +133,7 @@ def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str 
         hash(family)  # configs key caches and job records: use tuples, not lists, for sequences
     except TypeError as exc:
         raise FamilyContractError(f"family config is not hashable ({exc}); use tuples for sequence fields") from None
+    _check_meta_train_defaults(family)
 
     first_losses = []
     first_params = []
@@ -122,6 +161,7 @@ def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str 
         first_losses.append(loss_a)
 
     _check_stack(family, list(seeds), first_params, first_losses, torch_device)
+    _check_cost(family, first_params[0])
 
     distinct = any(
         not (_same_params(first_params[0], p) and torch.equal(first_losses[0], l))
