@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
-
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import entrypoints
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from l2l_plugin.artifacts import OptimizerFilesError
+from l2l_plugin.errors import L2LError
 from l2l_plugin.evaluation import EvaluationReport
-from l2l_plugin.families import FamilyLoadError, UnknownFamilyError, discover_families, get_family, make_family
+from l2l_plugin.families import TaskFamily, discover_families, get_family, make_family
 from l2l_plugin.pipeline import (
     PHASE_EVALUATING,
     PHASE_META_TRAINING,
@@ -29,14 +28,8 @@ from l2l_plugin.pipeline import (
     resolve_meta_train_config,
     write_evaluation,
 )
-from l2l_plugin.training import (
-    CheckpointMismatch,
-    MetaTrainCallback,
-    MetaTrainingCancelled,
-    MetaTrainingDiverged,
-    MetaTrainProgress,
-    TqdmProgress,
-)
+from l2l_plugin.text import table
+from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress, TqdmProgress
 from l2l_plugin.training.distributed import current_ranks, launched_as_rank, process_group_from_env
 from l2l_plugin.training.distributed.launch import LaunchError, add_launch_arguments, launch, wants_launch
 from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET
@@ -49,11 +42,7 @@ def _families_table() -> str:
     for entry in discover_families().values():
         status = "ok" if entry.error is None else f"error: {entry.error}"
         rows.append((entry.name, entry.distribution or "-", entry.description, status))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
-        for row in rows
-    )
+    return table(rows)
 
 
 def _families_json() -> str:
@@ -204,38 +193,57 @@ def stop_summary(outcome: MetaTrainOutcome) -> str:
     )
 
 
-def cmd_meta_train(
-    args: argparse.Namespace,
-    callbacks: Sequence[MetaTrainCallback] = (),
-    on_phase: PhaseHook | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> MetaTrainOutcome:
-    """Train, evaluate and write the files; extensions (the registry) wrap this handler.
+class Trainer(Protocol):
+    """Meta-train, evaluate, write the files: ``meta_train_and_evaluate``'s signature, the family
+    already validated. The registry's publish path takes one (the CLI's shows progress)."""
 
-    ``overrides`` replaces ``--meta`` (the registry's recipe search passes the winning recipe).
-    """
-    family_config = parse_assignments(args.set)
-    overrides = parse_assignments(args.meta) if overrides is None else dict(overrides)
-    family = make_family(args.family, family_config)
-    total = resolve_meta_train_config(family, overrides).meta_iterations
-    main_rank = current_ranks().main  # the other ranks of a distributed run train silently
-    display = PhaseDisplay(total, quiet=args.quiet or not main_rank, also=on_phase)
-    assert display.training is not None
-    try:
-        outcome = meta_train_and_evaluate(
-            args.family, family_config, overrides, args.out, [display.training, *callbacks], on_phase=display
-        )
-    finally:
-        display.close()
-    if main_rank:
-        _print_report(outcome.report)
-        print(stop_summary(outcome))
-        print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
-    return outcome
+    def __call__(
+        self,
+        family_name: str,
+        family: TaskFamily,
+        meta_overrides: Mapping[str, Any] | None,
+        out_dir: Path | str,
+        callbacks: Sequence[MetaTrainCallback] = (),
+        on_phase: PhaseHook | None = None,
+        /,
+    ) -> MetaTrainOutcome: ...
 
 
-def _meta_train_command(args: argparse.Namespace) -> int:
-    cmd_meta_train(args)
+def trainer_on_terminal(quiet: bool) -> Trainer:
+    """``meta_train_and_evaluate`` with the phases on the terminal, then the report and where
+    the files went (on rank 0 of a distributed run; the other ranks train silently)."""
+
+    def train(
+        family_name: str,
+        family: TaskFamily,
+        meta_overrides: Mapping[str, Any] | None,
+        out_dir: Path | str,
+        callbacks: Sequence[MetaTrainCallback] = (),
+        on_phase: PhaseHook | None = None,
+    ) -> MetaTrainOutcome:
+        total = resolve_meta_train_config(family, meta_overrides).meta_iterations
+        main_rank = current_ranks().main
+        display = PhaseDisplay(total, quiet=quiet or not main_rank, also=on_phase)
+        assert display.training is not None
+        try:
+            outcome = meta_train_and_evaluate(
+                family_name, family, meta_overrides, out_dir, [display.training, *callbacks], on_phase=display
+            )
+        finally:
+            display.close()
+        if main_rank:
+            _print_report(outcome.report)
+            print(stop_summary(outcome))
+            print(f"\nwrote {outcome.optimizer_dir} and {outcome.directory / 'evaluation.json'}")
+        return outcome
+
+    return train
+
+
+def cmd_meta_train(args: argparse.Namespace) -> int:
+    """``l2l meta-train`` without the registry: train, evaluate, write the files."""
+    family = make_family(args.family, parse_assignments(args.set))
+    trainer_on_terminal(args.quiet)(args.family, family, parse_assignments(args.meta), args.out)
     return 0
 
 
@@ -279,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="output directory (resumes if it has a checkpoint)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_launch_arguments(train)
-    train.set_defaults(handler=_meta_train_command)
+    train.set_defaults(handler=cmd_meta_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained optimizer on any family config")
     evaluate.add_argument("directory", type=Path, help="a trained optimizer's directory (holds optimizer.json)")
@@ -319,18 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return launch(args, argv)  # torchrun's agent; every rank runs this same command line
         with process_group_from_env():  # inside a rank (torchrun): join its group
             return int(args.handler(args))
-    except (UnknownFamilyError, FamilyLoadError) as exc:
+    except L2LError as exc:  # the user's to fix or retry: the message, no traceback
         print(f"l2l: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ValidationError as exc:
         print(f"l2l: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    except LaunchError as exc:
-        print(f"l2l: {exc}", file=sys.stderr)
-        return 2
-    except (OptimizerFilesError, CheckpointMismatch, MetaTrainingDiverged, MetaTrainingCancelled) as exc:
-        print(f"l2l: {exc}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""What the service needs from l2l_registry that it does not offer (yet) as one public call.
+"""What the service needs from l2l_registry around its jobs, bounded in time where a request waits.
 
 - A job's MLflow run is created when the job is queued (so POST /meta-train can answer with its
-  id, and a resumed job keeps logging to the same run, ``MetaTrainingRun(..., run_id=...)``).
-- A job that is not registered still leaves its evaluation and optimizer files in its run
-  (loadable as ``runs:/<run_id>/optimizer``): :func:`log_unregistered`.
+  id, and a resumed job keeps logging to the same run: ``meta_train_and_publish(..., run_id=...)``,
+  which also logs an unregistered job's files, loadable as ``runs:/<run_id>/optimizer``).
+- Closing, reading and checking runs from outside their worker.
 - The optimizer files of a model version, for GET /optimizers/.../files.
 
 mlflow is imported inside the functions, like l2l_registry does, to keep imports cheap.
@@ -15,22 +15,18 @@ import concurrent.futures
 import io
 import json
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from l2l_registry import MetaTrainingRun, model_name
-from l2l_registry.conventions import OPTIMIZER_ARTIFACT, TAG_FAMILY, TAG_FAMILY_CONFIG_HASH, config_hash
-from l2l_registry.publish import HISTORY_NAME, ensure_experiment
-from l2l_registry.store import client, configure
-from l2l_registry.tracking import evaluation_metrics
-
-from l2l_registry.quiet import quiet
-
 from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
-from l2l_plugin.pipeline import EVALUATION_NAME, PLOT_NAME, MetaTrainOutcome, PhaseHook
+from l2l_plugin.errors import L2LError
+from l2l_registry import model_name
+from l2l_registry.conventions import TAG_FAMILY, TAG_FAMILY_CONFIG_HASH, config_hash, version_uri
+from l2l_registry.quiet import quiet
+from l2l_registry.store import client, configure
+from l2l_registry.tracking import ensure_experiment
 
 TAG_JOB_ID = "l2l.api_job_id"
 
@@ -43,7 +39,7 @@ _EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_pre
 T = TypeVar("T")
 
 
-class MlflowTimeout(TimeoutError):
+class MlflowTimeout(L2LError, TimeoutError):
     """An MLflow call did not answer within the request's time bound."""
 
 
@@ -169,29 +165,6 @@ def stop_reason_of_run(run_id: str) -> str | None:
 
 
 @quiet
-def log_unregistered(run: MetaTrainingRun, outcome: MetaTrainOutcome, on_phase: PhaseHook | None = None) -> str:
-    """Evaluation metrics and files in the run without a model version; returns the load URI."""
-    assert run.run_id is not None
-    run.mark_published_phase(outcome, on_phase)
-    flush = getattr(run.callback, "flush", None)
-    if callable(flush):
-        flush()
-    mlflow_client = client(run.store or configure())
-    from mlflow.entities import Metric
-
-    metrics = evaluation_metrics(outcome.report)
-    now = int(time.time() * 1000)
-    items = [Metric(key, value, now, 0) for key, value in metrics.items()]
-    for start in range(0, len(items), 900):
-        mlflow_client.log_batch(run.run_id, metrics=items[start : start + 900])
-    for file_name in (EVALUATION_NAME, PLOT_NAME, HISTORY_NAME):
-        if (outcome.directory / file_name).is_file():
-            mlflow_client.log_artifact(run.run_id, str(outcome.directory / file_name))
-    mlflow_client.log_artifacts(run.run_id, str(outcome.optimizer_dir), OPTIMIZER_ARTIFACT)
-    return f"runs:/{run.run_id}/{OPTIMIZER_ARTIFACT}"
-
-
-@quiet
 def optimizer_files(family: str, version: str) -> dict[str, bytes]:
     """The optimizer's own files (``optimizer.json``, ``weights.safetensors``) of a model version."""
     from l2l_registry.loading import find_optimizer_dir
@@ -200,7 +173,7 @@ def optimizer_files(family: str, version: str) -> dict[str, bytes]:
     store = configure()
     with tempfile.TemporaryDirectory(prefix="l2l-api-files-") as tmp:
         local = download_artifacts(
-            artifact_uri=f"models:/{model_name(family)}/{version}",
+            artifact_uri=version_uri(family, version),
             dst_path=tmp,
             tracking_uri=store.tracking_uri,
             registry_uri=store.registry_uri,

@@ -22,8 +22,9 @@ MLFLOW_DIR_ENV = "L2L_MLFLOW_DIR"  # l2l_registry.DATA_DIR_ENV; repeated so sett
 def default_data_dir() -> Path:
     # The parent of l2l_registry's default store, so `l2l optimizers` on the same machine sees
     # what the service registered without any configuration.
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "l2l-plugin"
+    from l2l_plugin.paths import user_data_dir
+
+    return user_data_dir()
 
 
 class Settings(BaseSettings):

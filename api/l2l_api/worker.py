@@ -14,15 +14,19 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
 from l2l_api.disk import disk_free_mb
 from l2l_api.joblog import log_job_end
+from l2l_plugin.families import TaskFamily
 from l2l_plugin.pipeline import (
     PHASE_META_TRAINING,
     STOP_CANCELLED,
+    MetaTrainOutcome,
+    PhaseHook,
     PhaseProgress,
     stop_reason_of,
 )
@@ -173,7 +177,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
     from l2l_api import registry_adapter
     from l2l_plugin.pipeline import meta_train_and_evaluate
     from l2l_plugin.training.distributed.spawn import local_ranks, meta_train_arguments
-    from l2l_registry import MetaTrainingRun
+    from l2l_registry import meta_train_and_publish
 
     reporter = JobProgressReporter(store, job, parent_pid)
     out_dir = jobs_dir / job.id
@@ -195,38 +199,39 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
         if job.search:
             search = _search(job, store, reporter)
             overrides = search.train_overrides  # the winner's recipe (or the defaults), its warm start reused
-        with MetaTrainingRun(
-            job.family, job.family_config, overrides, run_id=job.mlflow_run_id
-        ) as run:
 
-            def phase(progress: PhaseProgress) -> None:
-                run.on_phase(progress)  # the MLflow run's tags
-                reporter.on_phase(progress)  # the job record
-
+        def train(
+            family_name: str,
+            family: TaskFamily,
+            meta_overrides: Mapping[str, Any] | None,
+            directory: Path | str,
+            callbacks: Sequence[MetaTrainCallback] = (),
+            on_phase: PhaseHook | None = None,
+        ) -> MetaTrainOutcome:
             # With ranks > 1 this process is rank 0 (its callbacks decide progress and cancellation
             # for every rank) and the others are `l2l meta-train` children, gone when this ends.
             with local_ranks(job.ranks or 1, meta_train_arguments(job.family, job.family_config, overrides, out_dir)):
-                outcome = meta_train_and_evaluate(
-                    job.family, job.family_config, overrides, out_dir, [run.callback, reporter], phase
-                )
+                outcome = meta_train_and_evaluate(family_name, family, meta_overrides, directory, callbacks, on_phase)
             if search is not None:
                 from l2l_registry.search.tracking import record_search
 
                 record_search(outcome, search.as_dict())  # the manifest says which recipe and why
             reporter.check()
-            if job.register:
-                published = run.publish(outcome, on_phase=reporter.on_phase)
-                result = _registered_result(
-                    job.family, published.version, published.promoted, published.reason
-                )
-            else:
-                result = JobResult(
-                    optimizer_uri=registry_adapter.log_unregistered(run, outcome, on_phase=reporter.on_phase)
-                )
-            if search is not None:
-                result = dataclasses.replace(result, search=search.as_dict())
+            return outcome
+
+        run = meta_train_and_publish(
+            job.family, job.family_config, overrides, out_dir,
+            register=job.register, run_id=job.mlflow_run_id,
+            callbacks=[reporter], on_phase=reporter.on_phase, train=train,
+        )
+        if run.version is not None:
+            result = _registered_result(job.family, run.version.version, run.version.promoted, run.version.reason)
+        else:
+            result = JobResult(optimizer_uri=run.optimizer_uri)
+        if search is not None:
+            result = dataclasses.replace(result, search=search.as_dict())
         finished = store.finish(
-            job.id, job.attempt, SUCCEEDED, message="done", result=result, stop_reason=outcome.stop_reason
+            job.id, job.attempt, SUCCEEDED, message="done", result=result, stop_reason=run.outcome.stop_reason
         )
     except JobLost as exc:
         logger.warning("job %s: stopped, %s", job.id, exc)
@@ -298,11 +303,11 @@ def _close_failed_run(store: JobStore, job: Job, stop_reason: str) -> None:
 
 
 def _registered_result(family: str, version: str, promoted: bool | None, reason: str | None) -> JobResult:
-    from l2l_registry import model_name
+    from l2l_registry import model_name, version_uri
 
     name = model_name(family)
     return JobResult(
-        optimizer_uri=f"models:/{name}/{version}",
+        optimizer_uri=version_uri(family, version),
         model_name=name,
         model_version=version,
         promoted=promoted,

@@ -11,10 +11,22 @@ from pydantic import BaseModel, ConfigDict
 LEARNED = "learned"
 
 
+GEOMEAN_FLOOR = 1e-300  # a loss of exactly 0 counts as this, so one solved instance is not -inf
+
+
 def geometric_mean(values: torch.Tensor) -> float:
+    """The geometric mean of losses, the project's one rule: ``inf`` as soon as one value is not
+    finite (NaN or ±inf: a diverged instance ranks last), values floored at :data:`GEOMEAN_FLOOR`."""
     if not bool(torch.isfinite(values).all()):
         return math.inf
-    return float(torch.exp(torch.log(values.double().clamp_min(1e-300)).mean()))
+    return float(torch.exp(torch.log(values.double().clamp_min(GEOMEAN_FLOOR)).mean()))
+
+
+def beats(mean: float, geomean: float, other_mean: float, other_geomean: float) -> bool:
+    """The project's one comparison of two optimizers' final losses on the same instances: a
+    strictly lower mean AND a strictly lower geometric mean. Mean alone rewards one lucky
+    outlier, the geometric mean alone ignores blow-ups; the losses are heavy-tailed, so both."""
+    return mean < other_mean and geomean < other_geomean
 
 
 class OptimizerResult(BaseModel):
@@ -33,6 +45,10 @@ class OptimizerResult(BaseModel):
     lr_grid: list[float] | None = None
     lr_at_grid_edge: bool | None = None
     diverged: int = 0  # instances whose final loss is not finite
+
+    def beats(self, other: OptimizerResult) -> bool:
+        """:func:`beats` on the final losses: lower mean and lower geometric mean than ``other``."""
+        return beats(self.final_loss_mean, self.final_loss_geomean, other.final_loss_mean, other.final_loss_geomean)
 
     @classmethod
     def from_curves(cls, curves: torch.Tensor, eval_losses: torch.Tensor | None, **extra: Any) -> OptimizerResult:
@@ -83,10 +99,7 @@ class EvaluationReport(BaseModel):
         baselines = {name: result for name, result in optimizers.items() if name != LEARNED}
         best = min(baselines, key=lambda name: baselines[name].final_loss_mean)
         wins = [a < b for a, b in zip(learned.final_losses, baselines[best].final_losses)]
-        beats_all = all(
-            learned.final_loss_mean < other.final_loss_mean and learned.final_loss_geomean < other.final_loss_geomean
-            for other in baselines.values()
-        )
+        beats_all = all(learned.beats(other) for other in baselines.values())
         return cls(
             family=family,
             family_config=family_config,

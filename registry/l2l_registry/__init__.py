@@ -7,13 +7,19 @@ mlflow itself is imported only when a function needs it, so ``import l2l_registr
 ``l2l`` CLI, which loads this package as an extension) stays fast.
 """
 
-from l2l_registry.conventions import CHAMPION_ALIAS, champion_uri, model_name
+from l2l_registry.conventions import CHAMPION_ALIAS, champion_uri, model_name, version_uri
 from l2l_registry.errors import FamilyMismatchWarning, OptimizerNotFoundError, PublishError, RegistryError
 from l2l_registry.gate import ChampionComparison, GateDecision
 from l2l_registry.listing import FamilyInfo, VersionInfo, champion_version, list_families, list_versions
 from l2l_registry.loading import load_optimizer, load_trained
 from l2l_registry.promote import promote
-from l2l_registry.publish import MetaTrainingRun, PublishResult, meta_train_and_register
+from l2l_registry.publish import (
+    MetaTrainingRun,
+    PublishedRun,
+    PublishResult,
+    meta_train_and_publish,
+    meta_train_and_register,
+)
 from l2l_registry.store import DATA_DIR_ENV, Store, configure, default_data_dir
 
 __version__ = "0.1.0"
@@ -29,6 +35,7 @@ __all__ = [
     "OptimizerNotFoundError",
     "PublishError",
     "PublishResult",
+    "PublishedRun",
     "RegistryError",
     "Store",
     "VersionInfo",
@@ -41,7 +48,9 @@ __all__ = [
     "list_versions",
     "load_optimizer",
     "load_trained",
+    "meta_train_and_publish",
     "meta_train_and_register",
     "model_name",
     "promote",
+    "version_uri",
 ]

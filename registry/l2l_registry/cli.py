@@ -11,102 +11,54 @@ mlflow is imported inside the handlers: other ``l2l`` commands do not pay for it
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from l2l_plugin.cli import cmd_meta_train, parse_assignments
-from l2l_plugin.pipeline import PhaseProgress
+from l2l_plugin.cli import parse_assignments, trainer_on_terminal
 from l2l_plugin.training.distributed import current_ranks
 
-from l2l_registry.errors import RegistryError
-
-if TYPE_CHECKING:
-    from l2l_registry.listing import VersionInfo
-    from l2l_registry.publish import PublishResult
+from l2l_registry.demo import add_demo_arguments, run_demo
+from l2l_registry.display import announce_publishing, families_table, print_publish_result, versions_table
 
 
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Registry and MLflow errors are the user's to fix: a message on stderr, exit code 1."""
+    """MLflow's own errors are the user's to fix too (e.g. a server that refuses a request: its
+    message is the useful part): a message on stderr, exit code 1. The registry's errors are
+    L2LErrors, which ``l2l``'s main catches with every other."""
 
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except RegistryError as exc:
-            print(f"l2l: {exc}", file=sys.stderr)
-            return 1
         except Exception as exc:
             if not type(exc).__module__.startswith("mlflow"):
                 raise
-            # e.g. a server that refuses a request: its message is the useful part.
             print(f"l2l: MLflow: {exc}", file=sys.stderr)
             return 1
 
     return wrapped
 
 
-def print_publish_result(result: PublishResult, store_description: str) -> None:
-    print(
-        f"\nregistered {result.model_name} version {result.version} (run {result.run_id}) "
-        f"in {store_description}"
-    )
-    if result.promoted:
-        print(f"promoted to {result.model_name}@champion: {result.reason}")
-    else:
-        print(f"not promoted: {result.reason}")
-
-
-def announce_phase(quiet: bool) -> Callable[[PhaseProgress], None]:
-    """The publishing phase on stderr (the progress bars of the earlier phases are closed by then)."""
-
-    def announce(progress: PhaseProgress) -> None:
-        if not quiet:
-            print(f"\n{progress.describe()} …", file=sys.stderr, flush=True)
-
-    return announce
-
-
 def search_handler(args: argparse.Namespace) -> int:
     """``--search``: the study, then the winning recipe trained, evaluated (and published)."""
-    from l2l_registry.search import (
-        SearchRun,
-        SearchSpaceError,
-        SearchSpec,
-        default_study_name,
-        parse_search,
-        sqlite_storage,
-    )
+    from l2l_registry.search import SearchRun, SearchSpec, default_study_name, parse_search, sqlite_storage
     from l2l_registry.store import configure
 
-    try:
-        requested = parse_search(args.search)
-    except ValueError as exc:
-        print(f"l2l: {exc}", file=sys.stderr)
-        return 2
+    requested = parse_search(args.search)
     storage = str(requested.pop("storage", "")) or sqlite_storage(args.out)
     study = str(requested.pop("study", ""))
     spec = SearchSpec.model_validate(requested)  # field errors: `l2l: invalid configuration`
     family_config, overrides = parse_assignments(args.set), parse_assignments(args.meta)
     study = study or default_study_name(args.family, family_config, overrides, spec)
     store = configure() if args.register else None
-    try:
-        search = SearchRun(
-            args.family, family_config, overrides, spec,
-            storage=storage, study_name=study, register=args.register, store=store, echo=not args.quiet,
-        )
-    except SearchSpaceError as exc:
-        print(f"l2l: search space: {exc}", file=sys.stderr)
-        return 2
+    search = SearchRun(
+        args.family, family_config, overrides, spec,
+        storage=storage, study_name=study, register=args.register, store=store, echo=not args.quiet,
+    )
     outcome = search.run_search()
     print(outcome.message(), flush=True)
-    trained, published = search.train_and_publish(
-        args.out,
-        train=lambda recipe, callbacks, on_phase: cmd_meta_train(
-            args, callbacks=callbacks, on_phase=on_phase, overrides=recipe
-        ),
-        on_publish=announce_phase(args.quiet),
+    _, published = search.train_and_publish(
+        args.out, train=trainer_on_terminal(args.quiet), on_phase=announce_publishing(args.quiet)
     )
     if published is not None and store is not None:
         print_publish_result(published, store.describe())
@@ -118,60 +70,27 @@ def search_handler(args: argparse.Namespace) -> int:
 
 
 def meta_train_handler(args: argparse.Namespace) -> int:
+    from l2l_plugin.cli import cmd_meta_train
+
     if getattr(args, "search", None):
         return search_handler(args)
     if not args.register or not current_ranks().main:
-        cmd_meta_train(args)  # ranks other than 0 of a distributed run never log or publish
-        return 0
-    from l2l_registry.publish import MetaTrainingRun
+        return cmd_meta_train(args)  # ranks other than 0 of a distributed run never log or publish
+    from l2l_registry.publish import meta_train_and_publish
     from l2l_registry.store import configure
 
     store = configure()
-    with MetaTrainingRun(
-        args.family, parse_assignments(args.set), parse_assignments(args.meta), store=store
-    ) as run:
-        outcome = cmd_meta_train(args, callbacks=[run.callback], on_phase=run.on_phase)
-        result = run.publish(outcome, on_phase=announce_phase(args.quiet))
-    print_publish_result(result, store.describe())
+    run = meta_train_and_publish(
+        args.family, parse_assignments(args.set), parse_assignments(args.meta), args.out,
+        store=store, train=trainer_on_terminal(args.quiet), on_phase=announce_publishing(args.quiet),
+    )
+    assert run.version is not None
+    print_publish_result(run.version, store.describe())
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def versions_table(versions: list[VersionInfo]) -> str:
-    rows = [
-        ("VERSION", "CHAMPION", "CREATED", "LEARNED MEAN", "GEOMEAN", "WIN RATE", "BASELINES", "SEARCH", "STEP COST", "PROMOTION")
-    ]
-    for info in versions:
-        m = info.metrics
-        created = (
-            dt.datetime.fromtimestamp(info.created_ms / 1000).strftime("%Y-%m-%d %H:%M")
-            if info.created_ms
-            else "-"
-        )
-        win = m.get("eval.win_rate_vs_best_baseline")
-        rows.append(
-            (
-                info.version,
-                "*" if info.champion else "",
-                created,
-                _fmt(m.get("eval.learned.final_loss_mean")),
-                _fmt(m.get("eval.learned.final_loss_geomean")),
-                "-" if win is None else f"{win:.0%}",
-                "beaten" if info.tags.get("l2l.beats_every_baseline") == "true" else "not beaten",
-                info.search_label(),
-                info.cost_label(),
-                (info.promotion or "-") + (f": {info.promotion_reason}" if info.promotion_reason else ""),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows)
-
-
 def optimizers_handler(args: argparse.Namespace) -> int:
-    from l2l_registry.conventions import champion_uri
+    from l2l_registry.conventions import champion_uri, version_uri
     from l2l_registry.listing import list_families, list_versions, versions_json
     from l2l_registry.store import configure
 
@@ -186,7 +105,7 @@ def optimizers_handler(args: argparse.Namespace) -> int:
         if any(v.champion for v in versions):
             print(f'\nload the champion: load_optimizer("{champion_uri(args.family)}", model.parameters())')
         else:
-            latest = versions[-1].uri if versions else f"models:/l2l-{args.family}/N"
+            latest = versions[-1].uri if versions else version_uri(args.family, "N")
             print(
                 f"\nno champion yet: load a version by number, load_optimizer(\"{latest}\", model.parameters()), "
                 f"or force one with `l2l promote {args.family} VERSION`"
@@ -200,11 +119,7 @@ def optimizers_handler(args: argparse.Namespace) -> int:
     if not families:
         print("no optimizer registered yet: `l2l meta-train FAMILY --register` (or `l2l demo`) publishes one")
         return 0
-    rows = [("FAMILY", "MODEL", "VERSIONS", "CHAMPION")] + [
-        (f.family, f.model_name, str(f.versions), f.champion_version or "-") for f in families
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows))
+    print(families_table(families))
     return 0
 
 
@@ -216,12 +131,6 @@ def promote_handler(args: argparse.Namespace) -> int:
     was = f" (was version {previous})" if previous else ""
     print(f"{champion_uri(args.family)} is now version {args.version}{was}; recorded as a forced promotion")
     return 0
-
-
-def demo_handler(args: argparse.Namespace) -> int:
-    from l2l_registry.demo import run_demo
-
-    return run_demo(args)
 
 
 def extend(commands: argparse._SubParsersAction) -> None:
@@ -255,10 +164,8 @@ def extend(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("--reason", help="why the gate is overridden (stored with the version)")
     promote.set_defaults(handler=_guard(promote_handler))
 
-    from l2l_registry.demo import add_demo_arguments
-
     demo = commands.add_parser(
         "demo", help="the main job: meta-train a quadratic optimizer, register it, show how to load it"
     )
     add_demo_arguments(demo)
-    demo.set_defaults(handler=_guard(demo_handler))
+    demo.set_defaults(handler=_guard(run_demo))

@@ -11,6 +11,7 @@ MODEL_PREFIX = "l2l-"
 CHAMPION_ALIAS = "champion"
 MODEL_ARTIFACT_NAME = "model"  # the pyfunc inside each run (runs:/<run_id>/model)
 OPTIMIZER_ARTIFACT = "optimizer"  # the optimizer's files, in the run and inside the pyfunc
+MAX_TAG_LENGTH = 5000  # MLflow limits tag values; the full data is in the run's artifacts
 
 # Tags on a model version (and, where it makes sense, on its run).
 TAG_FAMILY = "l2l.family"
@@ -58,9 +59,24 @@ def family_of_model(name: str) -> str | None:
     return name[len(MODEL_PREFIX) :] if name.startswith(MODEL_PREFIX) else None
 
 
+def version_uri(family: str, version: str | int) -> str:
+    """One model version of ``family``'s model: ``models:/l2l-<family>/<version>``."""
+    return f"models:/{model_name(family)}/{version}"
+
+
+def alias_uri(family: str, alias: str) -> str:
+    """The version an alias of ``family``'s model points at: ``models:/l2l-<family>@<alias>``."""
+    return f"models:/{model_name(family)}@{alias}"
+
+
 def champion_uri(family: str) -> str:
     """What a training job passes to ``load_optimizer``."""
-    return f"models:/{model_name(family)}@{CHAMPION_ALIAS}"
+    return alias_uri(family, CHAMPION_ALIAS)
+
+
+def run_optimizer_uri(run_id: str) -> str:
+    """The optimizer files a run logged without a model version (``load_optimizer`` takes it)."""
+    return f"runs:/{run_id}/{OPTIMIZER_ARTIFACT}"
 
 
 def canonical_json(value: Any) -> str:

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from l2l_plugin.cli import cmd_meta_train, parse_assignments
+from l2l_plugin.cli import parse_assignments, trainer_on_terminal
 
 from l2l_registry.conventions import champion_uri
+from l2l_registry.display import announce_publishing, print_publish_result
 
 DEMO_FAMILY = "quadratic"
 # The family's own recipe with fewer meta-iterations, so the demo takes a minute or two on a
@@ -52,9 +53,8 @@ def _out_dir(family: str) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from l2l_registry.cli import announce_phase, print_publish_result
     from l2l_registry.listing import champion_version
-    from l2l_registry.publish import MetaTrainingRun
+    from l2l_registry.publish import meta_train_and_publish
     from l2l_registry.store import DATA_DIR_ENV, configure
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the demo's output readable
@@ -62,22 +62,18 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"MLflow: {store.describe()}")
     if store.embedded:
         print(f"  (set {DATA_DIR_ENV} to move it, or MLFLOW_TRACKING_URI to use an `mlflow server`)")
-    family_config = parse_assignments(args.set)
     defaults = DEMO_META if args.family == DEMO_FAMILY else {}
     overrides: dict[str, Any] = {**defaults, **parse_assignments(args.meta)}
     if args.max_seconds is not None:
         overrides["max_seconds"] = args.max_seconds
-    train_args = argparse.Namespace(
-        family=args.family,
-        set=args.set,
-        meta=[f"{k}={v}" for k, v in _flat(overrides).items()],
-        out=args.out or _out_dir(args.family),
-        quiet=args.quiet,
-    )
     print(f"\nmeta-training an LSTM optimizer on {args.family!r}, then evaluating it against tuned baselines")
-    with MetaTrainingRun(args.family, family_config, overrides, store=store, run_name="l2l demo") as run:
-        outcome = cmd_meta_train(train_args, callbacks=[run.callback], on_phase=run.on_phase)
-        result = run.publish(outcome, on_phase=announce_phase(train_args.quiet))
+    run = meta_train_and_publish(
+        args.family, parse_assignments(args.set), overrides, args.out or _out_dir(args.family),
+        store=store, run_name="l2l demo",
+        train=trainer_on_terminal(args.quiet), on_phase=announce_publishing(args.quiet),
+    )
+    result = run.version
+    assert result is not None
     print_publish_result(result, store.describe())
 
     champion = champion_version(args.family, store)
@@ -97,17 +93,3 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{args.family})"
     )
     return 0
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Back to the dotted ``--meta`` form that ``cmd_meta_train`` parses."""
-    import json
-
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value) if not isinstance(value, str) else value
-    return out

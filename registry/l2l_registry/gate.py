@@ -2,12 +2,12 @@
 
 Rule (both must hold):
 
-1. it beats every tuned baseline on the held-out instances — ``EvaluationReport.beats_every_baseline``:
-   a lower mean AND a lower geometric mean of the final loss than each baseline;
+1. it beats every tuned baseline on the held-out instances — ``EvaluationReport.beats_every_baseline``;
 2. it beats the current champion on the same instances: the champion's optimizer is run again
-   on the new report's family config, held-out seeds and step count, and the newcomer needs a
-   strictly lower mean AND geometric mean of the final loss. (Mean alone rewards one lucky
-   outlier; geomean alone ignores blow-ups; the losses are heavy-tailed, so both.)
+   on the new report's family config, held-out seeds and step count.
+
+"Beats" is :func:`l2l_plugin.evaluation.report.beats` in both: a strictly lower mean AND a
+strictly lower geometric mean of the final loss.
 
 With no champion yet, rule 1 alone decides. A champion that cannot be loaded or run blocks
 promotion (a human can still force it with ``l2l promote``).
@@ -15,6 +15,7 @@ promotion (a human can still force it with ``l2l promote``).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -25,9 +26,11 @@ from pathlib import Path
 import torch
 
 from l2l_plugin import TrainedOptimizer, make_family
+from l2l_plugin.errors import L2LError
 from l2l_plugin.evaluation import EvaluationReport
-from l2l_plugin.evaluation.report import LEARNED, OptimizerResult
+from l2l_plugin.evaluation.report import LEARNED, OptimizerResult, beats
 from l2l_plugin.optimizer.rollout import run_learned
+from l2l_plugin.paths import user_cache_dir
 from l2l_plugin.training import cpu_threads
 
 from l2l_registry.redaction import redact
@@ -47,7 +50,7 @@ class ChampionComparison:
 
     @property
     def challenger_wins(self) -> bool:
-        return self.challenger_mean < self.champion_mean and self.challenger_geomean < self.champion_geomean
+        return beats(self.challenger_mean, self.challenger_geomean, self.champion_mean, self.champion_geomean)
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -63,12 +66,14 @@ class GateDecision:
 def evaluate_on_report_instances(
     trained: TrainedOptimizer, report: EvaluationReport, threads: int | None = 1
 ) -> OptimizerResult:
-    """``trained`` on exactly the instances (family config, seeds, steps) of ``report``."""
+    """``trained`` on exactly the instances (family config, seeds, steps) of ``report``, on the
+    CPU; ``trained.net`` itself stays where it is (a copy runs when it is elsewhere)."""
     family = make_family(report.family, report.family_config)
+    net = trained.net
+    if any(tensor.device != _CPU for tensor in (*net.parameters(), *net.buffers())):
+        net = copy.deepcopy(net).to(_CPU)
     with cpu_threads(threads):
-        curves, eval_losses = run_learned(
-            trained.net.cpu(), family.sample_stack(report.test_seeds), report.steps, _CPU
-        )
+        curves, eval_losses = run_learned(net, family.sample_stack(report.test_seeds), report.steps, _CPU)
     return OptimizerResult.from_curves(curves, eval_losses)
 
 
@@ -93,15 +98,7 @@ def _fmt(value: float) -> str:
 
 def _baseline_reason(report: EvaluationReport) -> str:
     learned = report.optimizers[LEARNED]
-    beaten_by = [
-        name
-        for name, other in report.optimizers.items()
-        if name != LEARNED
-        and not (
-            learned.final_loss_mean < other.final_loss_mean
-            and learned.final_loss_geomean < other.final_loss_geomean
-        )
-    ]
+    beaten_by = [name for name, other in report.optimizers.items() if name != LEARNED and not learned.beats(other)]
     best = report.optimizers[report.best_baseline]
     return (
         f"does not beat every tuned baseline on {len(report.test_seeds)} held-out instances "
@@ -150,7 +147,7 @@ ChampionLock = Callable[[str], AbstractContextManager[None]]
 _installed_lock: ChampionLock | None = None
 
 
-class ChampionLockTimeout(TimeoutError):
+class ChampionLockTimeout(L2LError, TimeoutError):
     """Another publisher held the champion lock for too long."""
 
 
@@ -166,7 +163,7 @@ def lock_dir(store: Store | None = None) -> Path:
         return Path(explicit).expanduser()
     if store is not None and store.artifact_root is not None:
         return store.artifact_root.parent / "locks"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2l-plugin" / "locks"
+    return user_cache_dir() / "locks"
 
 
 @contextmanager

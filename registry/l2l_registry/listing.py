@@ -19,6 +19,7 @@ from l2l_registry.conventions import (
     TAG_SEARCH,
     family_of_model,
     model_name,
+    version_uri,
 )
 from l2l_registry.errors import OptimizerNotFoundError, is_not_found
 from l2l_registry.quiet import quiet
@@ -38,7 +39,7 @@ class VersionInfo:
 
     @property
     def uri(self) -> str:
-        return f"models:/{model_name(self.family)}/{self.version}"
+        return version_uri(self.family, self.version)
 
     @property
     def promotion(self) -> str | None:

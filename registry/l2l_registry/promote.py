@@ -12,6 +12,7 @@ from l2l_registry.conventions import (
     TAG_FORCED_PROMOTION,
     TAG_PROMOTION,
     model_name,
+    version_uri,
 )
 from l2l_registry.gate import champion_lock
 from l2l_registry.listing import champion_version
@@ -34,7 +35,7 @@ def promote(
     """Make ``version`` the champion regardless of the gate; returns the previous champion."""
     store = store or configure()
     name, version = model_name(family), str(version)
-    check_model_uri(f"models:/{name}/{version}", store)  # clear error for unknown model / version
+    check_model_uri(version_uri(family, version), store)  # clear error for unknown model / version
     with champion_lock(name, store):  # the gate's lock: no publish decides against a stale champion
         return _force(name, family, version, reason, store)
 

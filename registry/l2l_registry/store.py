@@ -6,8 +6,9 @@ Resolution order, for tracking and registry alike:
 2. what the process already chose: ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` or an
    earlier ``mlflow.set_tracking_uri`` — a real ``mlflow server`` is used this way;
 3. the embedded default: a SQLite file and an artifact folder under one data directory,
-   ``$L2L_MLFLOW_DIR``, else ``$XDG_DATA_HOME/l2l-plugin/mlflow``, else
-   ``~/.local/share/l2l-plugin/mlflow``. Nothing depends on the working directory.
+   ``$L2L_MLFLOW_DIR``, else ``mlflow`` in the user's data folder (:func:`l2l_plugin.paths.user_data_dir`:
+   ``$XDG_DATA_HOME/l2l-plugin``, else ``~/.local/share/l2l-plugin`` on Linux). Nothing depends
+   on the working directory.
 
 :func:`configure` applies the result to mlflow's process-wide settings, because
 ``mlflow.pyfunc.log_model`` and ``models:/`` resolution read those.
@@ -18,6 +19,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from l2l_plugin.paths import user_data_dir
 
 DATA_DIR_ENV = "L2L_MLFLOW_DIR"
 DB_NAME = "mlflow.db"
@@ -32,8 +35,7 @@ def default_data_dir() -> Path:
     """The embedded store's directory (not created here)."""
     if explicit := os.environ.get(DATA_DIR_ENV):
         return Path(explicit).expanduser().resolve()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser().resolve() / "l2l-plugin" / "mlflow"
+    return (user_data_dir() / "mlflow").resolve()
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,17 @@ def embedded_store(data_dir: Path | None = None) -> Store:
 
 
 def _user_tracking_uri() -> str | None:
+    import mlflow
     from mlflow.environment_variables import MLFLOW_TRACKING_URI
-    from mlflow.tracking._tracking_service import utils
 
-    # mlflow.set_tracking_uri() sets both; a changed environment variable must still win over
-    # the default we applied earlier in this process.
-    for uri in (utils._tracking_uri, MLFLOW_TRACKING_URI.get()):
-        if uri and uri != _applied_default:
-            return str(uri)
+    # mlflow.get_tracking_uri(): set_tracking_uri's URI, else the environment variable (else
+    # mlflow's own default, which is not a choice: is_tracking_uri_set() is False then). The
+    # default we applied earlier in this process is not the user's: a changed environment
+    # variable must still win over it.
+    if mlflow.tracking.is_tracking_uri_set() and (uri := mlflow.get_tracking_uri()) != _applied_default:
+        return str(uri)
+    if (uri := MLFLOW_TRACKING_URI.get()) and uri != _applied_default:
+        return str(uri)
     return None
 
 
@@ -78,6 +83,9 @@ def _user_registry_uri() -> str | None:
     from mlflow.environment_variables import MLFLOW_REGISTRY_URI
     from mlflow.tracking._model_registry import utils
 
+    # No public way to tell a registry URI someone set from one mlflow.get_registry_uri()
+    # derives from the tracking URI (the derived one must not count as a choice), hence the
+    # module attribute that set_registry_uri writes.
     for uri in (utils._registry_uri, MLFLOW_REGISTRY_URI.get()):
         if uri and uri != _applied_default:
             return str(uri)

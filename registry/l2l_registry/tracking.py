@@ -1,4 +1,4 @@
-"""Params and metrics of a meta-training run."""
+"""A meta-training run's experiment, params and metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2l_plugin.evaluation import EvaluationReport
+from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress
 
 from l2l_registry.conventions import (
@@ -18,6 +19,9 @@ from l2l_registry.conventions import (
     METRIC_SKIPPED,
     METRIC_VALIDATION_LOSS,
 )
+
+if TYPE_CHECKING:
+    from l2l_registry.store import Store
 
 # MLflow rejects longer param values; a long list (step_weights) is cut, the full config is in
 # the optimizer's optimizer.json artifact anyway.
@@ -33,7 +37,7 @@ def flatten(config: Mapping[str, Any], prefix: str) -> dict[str, str]:
             out.update(flatten(value, name))
         else:
             text = value if isinstance(value, str) else json.dumps(value)
-            out[name] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+            out[name] = clip(text, MAX_PARAM_LENGTH)
     return out
 
 
@@ -53,7 +57,7 @@ class MlflowMetricsLogger(MetaTrainCallback):
     """Meta-training metrics over time, logged in batches.
 
     One request per iteration would make a remote server the bottleneck of meta-training, so
-    metrics are buffered and sent every ``flush_seconds`` (and at validations and the end).
+    metrics are buffered and sent every ``flush_seconds`` (and at validations and the run's end).
     """
 
     def __init__(self, client: Any, run_id: str, flush_seconds: float = 5.0, max_buffer: int = 900) -> None:
@@ -83,8 +87,30 @@ class MlflowMetricsLogger(MetaTrainCallback):
         self._add(METRIC_BEST_VALIDATION_LOSS, progress.best_validation_loss, progress.iteration)
         self.flush()
 
+    def on_end(self, outcome: object) -> None:
+        """The run ended (finished or not): what is buffered goes out now."""
+        self.flush()
+
     def flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
             self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
         self._last_flush = time.monotonic()
+
+
+def ensure_experiment(mlflow_client: Any, store: Store, name: str) -> str:
+    """The family's experiment; on the embedded store its artifacts live under the data dir."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = (store.artifact_root / name).as_uri() if store.artifact_root is not None else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:  # created concurrently by another publisher
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow_client.get_experiment_by_name(name).experiment_id

@@ -9,11 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2l_plugin.families import make_family
+from l2l_plugin.cli import Trainer
+from l2l_plugin.families import TaskFamily, make_family
 from l2l_plugin.pipeline import MetaTrainOutcome, PhaseHook, meta_train_and_evaluate, stop_reason_of
+from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
 
 from l2l_registry.conventions import (
+    MAX_TAG_LENGTH,
     TAG_FAMILY,
     TAG_FAMILY_CONFIG_HASH,
     TAG_SEARCH,
@@ -29,10 +32,6 @@ from l2l_registry.search.tracking import PARENT_RUN_ATTR, EchoObserver, MlflowTr
 from l2l_registry.store import Store, client, configure
 
 STUDY_DB_NAME = "search.db"
-MAX_TAG_LENGTH = 5000
-
-#: (overrides, callbacks, on_phase) → the full training's outcome (the CLI passes its display).
-Trainer = Callable[[Mapping[str, Any], Sequence[MetaTrainCallback], PhaseHook | None], MetaTrainOutcome]
 
 
 def sqlite_storage(directory: Path | str) -> str:
@@ -59,7 +58,7 @@ def search_tag(summary: Mapping[str, Any]) -> str:
     if len(text) <= MAX_TAG_LENGTH:
         return text
     slim = {k: v for k, v in summary.items() if k not in ("recipe",)}  # the manifest keeps it all
-    return canonical_json(slim)[:MAX_TAG_LENGTH]
+    return clip(canonical_json(slim), MAX_TAG_LENGTH)
 
 
 class SearchRun:
@@ -162,27 +161,33 @@ class SearchRun:
         mlflow_client.set_terminated(self.run_id, "KILLED" if cancelled else "FAILED")
 
     def train_and_publish(
-        self, out_dir: Path | str, train: Trainer | None = None, on_publish: PhaseHook | None = None
+        self, out_dir: Path | str, train: Trainer = meta_train_and_evaluate, on_phase: PhaseHook | None = None
     ) -> tuple[MetaTrainOutcome, Any]:
         """The winner (or the defaults) trained, evaluated, its manifest annotated, published.
 
+        ``train`` and ``on_phase`` as in :func:`l2l_registry.publish.meta_train_and_publish`.
         Returns the outcome and the ``PublishResult`` (None without ``register``).
         """
-        from l2l_registry.publish import MetaTrainingRun
+        from l2l_registry.publish import meta_train_and_publish
 
         outcome = self.outcome or self.run_search()
-        if train is None:
+        recipe, family = outcome.train_overrides, self.search.family
 
-            def train(overrides: Mapping[str, Any], callbacks: Sequence[MetaTrainCallback], on_phase: PhaseHook | None) -> MetaTrainOutcome:
-                return meta_train_and_evaluate(
-                    self.family_name, self.family_config, overrides, out_dir, callbacks, on_phase
-                )
+        def train_recorded(
+            family_name: str,
+            validated: TaskFamily,
+            overrides: Mapping[str, Any] | None,
+            directory: Path | str,
+            callbacks: Sequence[MetaTrainCallback] = (),
+            hook: PhaseHook | None = None,
+        ) -> MetaTrainOutcome:
+            """The manifest says which recipe won and why."""
+            return record_search(train(family_name, validated, overrides, directory, callbacks, hook), outcome.as_dict())
 
-        recipe = outcome.train_overrides
         if not self.register:
-            return record_search(train(recipe, [], None), outcome.as_dict()), None
-        with MetaTrainingRun(
-            self.family_name, self.family_config, recipe, store=self.store, run_id=self.run_id
-        ) as run:
-            trained = record_search(train(recipe, [run.callback], run.on_phase), outcome.as_dict())
-            return trained, run.publish(trained, on_phase=on_publish)
+            return train_recorded(self.family_name, family, recipe, out_dir, (), on_phase), None
+        run = meta_train_and_publish(
+            self.family_name, family, recipe, out_dir,
+            store=self.store, run_id=self.run_id, on_phase=on_phase, train=train_recorded,
+        )
+        return run.outcome, run.version

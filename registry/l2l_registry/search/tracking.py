@@ -63,8 +63,7 @@ class MlflowTrialObserver:
 
     @quiet
     def trial_finished(self, number: int, state: str, value: float | None) -> None:
-        run_id, logger = self._runs.pop(number)
-        logger.flush()
+        run_id, _ = self._runs.pop(number)  # its logger flushed when the trial's meta-training ended
         self.client.set_tag(run_id, TAG_SEARCH_STATE, state)
         self.client.set_tag(run_id, TAG_SEARCH_PRUNED, str(state == "PRUNED").lower())
         if value is not None:
