@@ -60,12 +60,17 @@ def report_row(label: str, report: EvaluationReport) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The family, its config and the meta-training overrides (shared with benchmarks/search.py)."""
     parser.add_argument("family")
     parser.add_argument("--set", action="append", default=[], help="family config field KEY=VALUE")
     parser.add_argument("--meta", action="append", default=[], help="meta-training override KEY=VALUE")
     parser.add_argument("--no-family-defaults", action="store_true", help="ignore the family's meta_train_defaults")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_recipe_arguments(parser)
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL [KEY=VALUE ...]")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -34,7 +34,7 @@ from l2l_registry.search.tracking import EchoObserver
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
-from quality import benchmark_family, report_row  # noqa: E402
+from quality import add_recipe_arguments, benchmark_family, report_row  # noqa: E402
 
 
 
@@ -60,10 +60,7 @@ def _train_and_evaluate(family: TaskFamily, name: str, config: MetaTrainConfig, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family")
-    parser.add_argument("--set", action="append", default=[], help="family config field KEY=VALUE")
-    parser.add_argument("--meta", action="append", default=[], help="meta-training override KEY=VALUE")
-    parser.add_argument("--no-family-defaults", action="store_true", help="ignore the family's meta_train_defaults")
+    add_recipe_arguments(parser)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--budget", type=float, default=600, help="seconds for all trials")
     parser.add_argument("--trial-seconds", type=float, help="meta-training seconds per trial (default budget/trials)")
