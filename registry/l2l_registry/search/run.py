@@ -105,7 +105,7 @@ class SearchRun:
     def _parent_run(self, mlflow_client: Any, study: Any) -> str:
         from mlflow.exceptions import MlflowException
 
-        from l2l_registry.publish import ensure_experiment
+        from l2l_registry.tracking import ensure_experiment
 
         if self.run_id is None and (previous := study.user_attrs.get(PARENT_RUN_ATTR)):
             try:
