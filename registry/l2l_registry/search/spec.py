@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from l2l_plugin.errors import UsageError
+
 
 class SearchSpec(BaseModel):
     """A recipe search: trials, budgets, pruning; where the study lives is the caller's choice."""
@@ -62,7 +64,7 @@ def parse_search(text: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value in --search, got {item!r}")
+            raise UsageError(f"expected key=value in --search, got {item!r}")
         try:
             result[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
