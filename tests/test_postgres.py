@@ -269,3 +269,20 @@ def test_a_killed_holder_releases_the_champion_lock(database_url: str) -> None:
     with store.champion_lock("l2l-quadratic"):
         pass
     store.dispose()
+
+
+def test_the_champion_lock_survives_an_idle_in_transaction_timeout(database_url: str) -> None:
+    """Servers often end sessions idle in a transaction (idle_in_transaction_session_timeout);
+    the lock's session sits idle for as long as the champion is evaluated, and ending it would
+    free the lock under its holder. The lock's session holds no transaction, so it stays."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {database_url.rsplit('/', 1)[1]} SET idle_in_transaction_session_timeout = '1s'")
+    store = JobStore(database_url)
+    with store.champion_lock("l2l-quadratic"):
+        time.sleep(2.5)
+        with psycopg.connect(database_url, autocommit=True) as other:
+            free = other.execute("SELECT pg_try_advisory_lock(hashtextextended('l2l-quadratic', 0))").fetchone()
+        assert free == (False,)  # still held by us
+    with psycopg.connect(database_url, autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(hashtextextended('l2l-quadratic', 0))").fetchone() == (True,)
+    store.dispose()

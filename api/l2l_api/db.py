@@ -510,20 +510,23 @@ class JobStore:
         """Held while a worker reads, compares with and moves ``model``'s champion.
 
         PostgreSQL: a session advisory lock keyed by the model name, so every worker of every
-        service process using this job database is serialised. SQLite (one machine): a file lock
-        beside the database file; a write transaction would block every progress update for as
-        long as the champion is evaluated.
+        service process using this job database is serialised; it dies with its session (a
+        killed holder frees it). SQLite (one machine): a file lock beside the database file; a
+        write transaction would block every progress update for as long as the champion is
+        evaluated.
         """
         from l2l_registry.gate import file_lock
 
         if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as connection:
+            # AUTOCOMMIT: the session holds the lock, no transaction. A session idle in a
+            # transaction for the minutes an evaluation takes is ended by servers that set
+            # idle_in_transaction_session_timeout, which freed the lock under its holder.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 connection.execute(text("SELECT pg_advisory_lock(hashtextextended(:name, 0))"), {"name": model})
                 try:
                     yield
                 finally:
                     connection.execute(text("SELECT pg_advisory_unlock_all()"))
-                    connection.commit()
             return
         database = self.engine.url.database
         folder = Path(database).parent if database and database != ":memory:" else Path(tempfile.gettempdir())
