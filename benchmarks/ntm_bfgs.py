@@ -8,20 +8,26 @@ overrides; they differ only in ``network.kind`` (and ``network.memory`` for NTM-
 --memory). ``max_seconds`` is switched off, so both run exactly ``meta_iterations`` on the same
 task stream (same seed: same unrolls and tasks). The baselines are tuned once and every optimizer
 runs on the same held-out instances: the LSTM's evaluation is the library's ``evaluate``, and
-NTM-BFGS's learned row replaces the LSTM's in that report. Writes ``summary.json`` under --out.
+NTM-BFGS's learned row replaces the LSTM's in that report. A last row, "ntm_bfgs, reads zeroed",
+runs the trained NTM-BFGS with the weights that carry its memory reads (into the head and into
+the controller's input) set to zero: how much of its result the memory carries. Writes
+``summary.json`` and both trained optimizers under --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+from l2l_plugin.artifacts import OptimizerManifest, Provenance, TrainedOptimizer, save_trained_optimizer
 from l2l_plugin.cli import parse_assignments
 from l2l_plugin.evaluation import LEARNED, EvaluationReport, OptimizerResult, evaluate
+from l2l_plugin.optimizer import LSTMOptimizerNet
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training import MetaTrainConfig, cpu_threads, meta_train, resolve_device
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
@@ -46,6 +52,17 @@ def with_learned(report: EvaluationReport, learned: OptimizerResult) -> Evaluati
     )
 
 
+def without_reads(net: LSTMOptimizerNet) -> LSTMOptimizerNet:
+    """A copy of an NTM-BFGS net whose memory reads reach neither the update nor the controller."""
+    ablated = copy.deepcopy(net)
+    features, hidden = net.config.num_features, net.config.hidden_size
+    with torch.no_grad():
+        for controller in ablated.nets.values():
+            controller.head.weight[:, hidden:] = 0
+            controller.cells[0].weight_ih[:, features:] = 0
+    return ablated
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("family")
@@ -65,6 +82,13 @@ def main() -> None:
         config = MetaTrainConfig.model_validate(recipe)
         result = meta_train(family, config, checkpoint_dir=args.out / kind / "checkpoint")
         trained[kind] = (result, result.config or config)
+        manifest = OptimizerManifest(
+            network=trained[kind][1].network, family=args.family, family_config=family.model_dump(mode="json"),
+            meta_training=trained[kind][1].model_dump(mode="json"),
+            provenance=Provenance(library_version="benchmark", meta_train_seconds=result.wall_seconds,
+                                  meta_iterations=result.iterations, best_iteration=result.best_iteration),
+        )
+        save_trained_optimizer(args.out / kind / "optimizer", TrainedOptimizer(manifest, result.net))
         print(f"{kind}: {result.iterations} meta-iterations in {result.wall_seconds:.0f} s "
               f"(best at {result.best_iteration})", file=sys.stderr)
 
@@ -75,14 +99,15 @@ def main() -> None:
         report = evaluate(lstm_result.net, family, args.family, config.evaluation, steps, device)
         held_out = family.sample_stack(held_out_seeds(config.evaluation.test_tasks))
         assert report.test_seeds == held_out_seeds(config.evaluation.test_tasks)
-        for kind in KINDS:
+        for label, kind in [*zip(KINDS, KINDS), ("ntm_bfgs, reads zeroed", "ntm_bfgs")]:
             result, kind_config = trained[kind]
-            if kind == "lstm":
+            if label == "lstm":
                 kind_report = report
             else:
-                curves, eval_losses = run_learned(result.net, held_out, steps, device)
+                net = result.net if label == kind else without_reads(result.net)
+                curves, eval_losses = run_learned(net, held_out, steps, device)
                 kind_report = with_learned(report, OptimizerResult.from_curves(curves, eval_losses))
-            row = report_row(kind, kind_report)
+            row = report_row(label, kind_report)
             row.update(
                 meta_iterations=result.iterations,
                 meta_train_seconds=result.wall_seconds,

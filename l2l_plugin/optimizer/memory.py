@@ -62,7 +62,7 @@ class OuterProductMemory(nn.Module):
         vectors = torch.tanh(torch.addmm(self.interface.bias.unsqueeze(1), self.interface.weight, hidden))
         written = vectors[: 2 * config.write_heads]  # a of every head, then b of every head
         keys = vectors[2 * config.write_heads :]
-        history = memory[: config.history_rows].view(config.slots, 2 * config.write_heads, -1)
+        history = memory[: config.history_rows].reshape(config.slots, 2 * config.write_heads, -1)
         history = torch.cat((history[1:], written.unsqueeze(0)))  # the oldest slot drops out
         left, right = history.chunk(2, dim=1)  # (slots, write heads, N) each
         left = left.reshape(-1, left.shape[-1])
