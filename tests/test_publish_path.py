@@ -228,6 +228,17 @@ def test_the_geometric_mean_ranks_a_diverged_instance_last() -> None:
     assert math.isfinite(geometric_mean(torch.tensor([0.0, 1.0])))  # a solved instance is not -inf
 
 
+def test_validation_scores_the_geometric_mean_by_the_same_rule() -> None:
+    from helpers import tiny_config
+
+    from l2l_plugin.training.validation import validation_score
+
+    config = tiny_config(validation_metric="final_loss_geomean")
+    curves = torch.tensor([[3.0, 1.0], [3.0, 4.0]])
+    assert validation_score(curves, config) == geometric_mean(curves[:, -1]) == pytest.approx(2.0)
+    assert validation_score(torch.tensor([[3.0, 1.0], [3.0, math.nan]]), config) == math.inf
+
+
 def test_clip_and_table() -> None:
     assert clip("abcdef", 6) == "abcdef"
     assert clip("abcdefg", 6) == "abc..." and len(clip("x" * 9000, 5000)) == 5000

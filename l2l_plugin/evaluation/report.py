@@ -8,25 +8,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from l2l_plugin.loss_stats import beats, geometric_mean
+
+__all__ = ["LEARNED", "EvaluationReport", "OptimizerResult", "beats", "geometric_mean"]
+
 LEARNED = "learned"
-
-
-GEOMEAN_FLOOR = 1e-300  # a loss of exactly 0 counts as this, so one solved instance is not -inf
-
-
-def geometric_mean(values: torch.Tensor) -> float:
-    """The geometric mean of losses, the project's one rule: ``inf`` as soon as one value is not
-    finite (NaN or ±inf: a diverged instance ranks last), values floored at :data:`GEOMEAN_FLOOR`."""
-    if not bool(torch.isfinite(values).all()):
-        return math.inf
-    return float(torch.exp(torch.log(values.double().clamp_min(GEOMEAN_FLOOR)).mean()))
-
-
-def beats(mean: float, geomean: float, other_mean: float, other_geomean: float) -> bool:
-    """The project's one comparison of two optimizers' final losses on the same instances: a
-    strictly lower mean AND a strictly lower geometric mean. Mean alone rewards one lucky
-    outlier, the geometric mean alone ignores blow-ups; the losses are heavy-tailed, so both."""
-    return mean < other_mean and geomean < other_geomean
 
 
 class OptimizerResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from l2l_plugin.families import TaskFamily
+from l2l_plugin.loss_stats import geometric_mean
 from l2l_plugin.optimizer.network import LSTMOptimizerNet
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training.config import MetaTrainConfig
@@ -19,7 +20,7 @@ def validation_score(curve: torch.Tensor, config: MetaTrainConfig) -> float:
     if config.validation_metric == "final_loss_mean":
         return float(final.mean())
     if config.validation_metric == "final_loss_geomean":
-        return float(torch.exp(torch.log(final.clamp_min(1e-300)).mean()))
+        return geometric_mean(final)
     if config.validation_metric == "tail_loss_mean":
         return float(curve[:, -(config.final_loss_steps or 10) :].double().mean())
     steps = range(1, curve.shape[1])

@@ -6,7 +6,7 @@ Rule (both must hold):
 2. it beats the current champion on the same instances: the champion's optimizer is run again
    on the new report's family config, held-out seeds and step count.
 
-"Beats" is :func:`l2l_plugin.evaluation.report.beats` in both: a strictly lower mean AND a
+"Beats" is :func:`l2l_plugin.loss_stats.beats` in both: a strictly lower mean AND a
 strictly lower geometric mean of the final loss.
 
 With no champion yet, rule 1 alone decides. A champion that cannot be loaded or run blocks
@@ -28,7 +28,8 @@ import torch
 from l2l_plugin import TrainedOptimizer, make_family
 from l2l_plugin.errors import L2LError
 from l2l_plugin.evaluation import EvaluationReport
-from l2l_plugin.evaluation.report import LEARNED, OptimizerResult, beats
+from l2l_plugin.evaluation.report import LEARNED, OptimizerResult
+from l2l_plugin.loss_stats import beats
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.paths import user_cache_dir
 from l2l_plugin.training import cpu_threads
