@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import entrypoints
 from pydantic import ValidationError
@@ -193,20 +193,13 @@ def stop_summary(outcome: MetaTrainOutcome) -> str:
     )
 
 
-class Trainer(Protocol):
-    """Meta-train, evaluate, write the files: ``meta_train_and_evaluate``'s signature, the family
-    already validated. The registry's publish path takes one (the CLI's shows progress)."""
-
-    def __call__(
-        self,
-        family_name: str,
-        family: TaskFamily,
-        meta_overrides: Mapping[str, Any] | None,
-        out_dir: Path | str,
-        callbacks: Sequence[MetaTrainCallback] = (),
-        on_phase: PhaseHook | None = None,
-        /,
-    ) -> MetaTrainOutcome: ...
+#: Meta-train, evaluate, write the files: ``meta_train_and_evaluate``'s arguments (family name,
+#: the family validated, overrides, out_dir, callbacks, on_phase). The registry's publish path
+#: takes one; the CLI's shows progress, the service's launches ranks.
+Trainer = Callable[
+    [str, TaskFamily, Mapping[str, Any] | None, Path | str, Sequence[MetaTrainCallback], PhaseHook | None],
+    MetaTrainOutcome,
+]
 
 
 def trainer_on_terminal(quiet: bool) -> Trainer:

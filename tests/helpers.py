@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -27,6 +28,17 @@ TINY_META = {
         "cost_profile_parameters": 1000,
     },
 }
+
+
+def meta_args(config: dict, prefix: str = "") -> list[str]:
+    """A (nested) meta-training config as ``l2l meta-train`` arguments: ``--meta a.b=<json>``."""
+    args: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            args += meta_args(value, f"{prefix}{key}.")
+        else:
+            args += ["--meta", f"{prefix}{key}={json.dumps(value)}"]
+    return args
 
 
 def tiny_config(**overrides) -> MetaTrainConfig:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import TINY_META
+from helpers import TINY_META, meta_args
 from test_api_support import isolated_mlflow
 
 from l2l_plugin.cli import main as l2l_main
@@ -24,16 +23,6 @@ FAMILY_CONFIG = {"dim": 3}
 BASELINES = ["sgd", "adam"]  # 1 + 2 optimizers to evaluate
 META = deep_merge(TINY_META, {"preset": "paper", "evaluation": {"baselines": BASELINES}})
 BUDGET = deep_merge(META, {"meta_iterations": 1_000_000, "max_seconds": 1.0})
-
-
-def _meta_args(config: dict[str, Any], prefix: str = "") -> list[str]:
-    args: list[str] = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            args += _meta_args(value, f"{prefix}{key}.")
-        else:
-            args += ["--meta", f"{prefix}{key}={json.dumps(value)}"]
-    return args
 
 
 @pytest.fixture
@@ -67,7 +56,7 @@ def test_the_pipeline_reports_each_phase_in_order(tmp_path: Path) -> None:
 
 
 def test_a_time_budget_stop_is_in_the_cli_summary_with_the_phases(tmp_path: Path, capsys) -> None:
-    args = ["meta-train", FAMILY, "--set", "dim=3", "--out", str(tmp_path / "run"), *_meta_args(BUDGET)]
+    args = ["meta-train", FAMILY, "--set", "dim=3", "--out", str(tmp_path / "run"), *meta_args(BUDGET)]
     assert l2l_main(args) == 0
     captured = capsys.readouterr()
     summary = next(line for line in captured.out.splitlines() if line.startswith("stop reason:"))
@@ -88,7 +77,7 @@ def test_a_time_budget_stop_is_in_the_cli_summary_with_the_phases(tmp_path: Path
 
 
 def test_a_registered_run_is_tagged_with_its_phase_and_stop_reason(store: Path, tmp_path: Path, capsys) -> None:
-    args = ["meta-train", FAMILY, "--set", "dim=3", "--out", str(tmp_path / "run"), "--register", *_meta_args(META)]
+    args = ["meta-train", FAMILY, "--set", "dim=3", "--out", str(tmp_path / "run"), "--register", *meta_args(META)]
     assert l2l_main(args) == 0
     captured = capsys.readouterr()
     assert "stop reason: completed (6 of 6 meta-iterations" in captured.out

@@ -4,7 +4,6 @@ the champion URIs, the "beats" comparison, the geometric mean, clipping and tabl
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_META
+from helpers import TINY_META, meta_args
 from test_api_support import isolated_mlflow
 
 from l2l_plugin import TrainedOptimizer, load_trained_optimizer
@@ -26,16 +25,6 @@ from l2l_plugin.training.presets import deep_merge
 
 FAMILY = "quadratic"
 META = deep_merge(TINY_META, {"meta_iterations": 3, "evaluation": {"baselines": ["sgd"]}})
-
-
-def _meta_args(config: dict, prefix: str = "") -> list[str]:
-    args: list[str] = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            args += _meta_args(value, f"{prefix}{key}.")
-        else:
-            args += ["--meta", f"{prefix}{key}={json.dumps(value)}"]
-    return args
 
 
 # -- one error model ---------------------------------------------------------------------------
@@ -132,7 +121,7 @@ def family_validations(monkeypatch) -> list[object]:
 
 def test_meta_train_register_validates_the_family_config_once(store: Path, tmp_path: Path, family_validations, capsys) -> None:
     args = ["meta-train", FAMILY, "--set", "dim=3", "--out", str(tmp_path / "run"), "--quiet", "--register"]
-    assert l2l_main(args + _meta_args(META)) == 0
+    assert l2l_main(args + meta_args(META)) == 0
     assert "registered l2l-quadratic version 1" in capsys.readouterr().out
     assert family_validations == [{"dim": 3}]
 

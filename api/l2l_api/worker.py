@@ -14,19 +14,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
 from l2l_api.disk import disk_free_mb
 from l2l_api.joblog import log_job_end
-from l2l_plugin.families import TaskFamily
 from l2l_plugin.pipeline import (
     PHASE_META_TRAINING,
     STOP_CANCELLED,
     MetaTrainOutcome,
-    PhaseHook,
     PhaseProgress,
     stop_reason_of,
 )
@@ -200,18 +197,12 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
             search = _search(job, store, reporter)
             overrides = search.train_overrides  # the winner's recipe (or the defaults), its warm start reused
 
-        def train(
-            family_name: str,
-            family: TaskFamily,
-            meta_overrides: Mapping[str, Any] | None,
-            directory: Path | str,
-            callbacks: Sequence[MetaTrainCallback] = (),
-            on_phase: PhaseHook | None = None,
-        ) -> MetaTrainOutcome:
+        def train(*arguments: Any) -> MetaTrainOutcome:
+            """``meta_train_and_evaluate``, the manifest annotated with the search, then a last check."""
             # With ranks > 1 this process is rank 0 (its callbacks decide progress and cancellation
             # for every rank) and the others are `l2l meta-train` children, gone when this ends.
             with local_ranks(job.ranks or 1, meta_train_arguments(job.family, job.family_config, overrides, out_dir)):
-                outcome = meta_train_and_evaluate(family_name, family, meta_overrides, directory, callbacks, on_phase)
+                outcome = meta_train_and_evaluate(*arguments)
             if search is not None:
                 from l2l_registry.search.tracking import record_search
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from l2l_plugin.cli import Trainer
-from l2l_plugin.families import TaskFamily, make_family
+from l2l_plugin.families import make_family
 from l2l_plugin.pipeline import MetaTrainOutcome, PhaseHook, meta_train_and_evaluate, stop_reason_of
 from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
@@ -173,16 +173,9 @@ class SearchRun:
         outcome = self.outcome or self.run_search()
         recipe, family = outcome.train_overrides, self.search.family
 
-        def train_recorded(
-            family_name: str,
-            validated: TaskFamily,
-            overrides: Mapping[str, Any] | None,
-            directory: Path | str,
-            callbacks: Sequence[MetaTrainCallback] = (),
-            hook: PhaseHook | None = None,
-        ) -> MetaTrainOutcome:
-            """The manifest says which recipe won and why."""
-            return record_search(train(family_name, validated, overrides, directory, callbacks, hook), outcome.as_dict())
+        def train_recorded(*arguments: Any) -> MetaTrainOutcome:
+            """``train``; then the manifest says which recipe won and why."""
+            return record_search(train(*arguments), outcome.as_dict())
 
         if not self.register:
             return train_recorded(self.family_name, family, recipe, out_dir, (), on_phase), None
