@@ -14,7 +14,10 @@ Two services on one data directory: first with one worker (a tiny job registers 
 GET /optimizers/{family} has one, then a long job keeps the worker busy: "job running"), then
 with no worker ("idle": POSTs queue jobs that nothing runs). POSTed jobs are tiny quadratic
 jobs with register=false; the queue limit is raised so that every POST is a real submission
-(validation, an MLflow run created, a job row) rather than a 429.
+(validation, the queue check, a job row) rather than a 429. The first POST of a service creates
+its job's MLflow run itself; later ones leave it to the worker that starts the job
+(api/README.md "A job's MLflow run"), which during the measurement is busy with the long job
+(or, idle, absent): the POST figures are what a client waits for, the runs are made later.
 """
 
 from __future__ import annotations

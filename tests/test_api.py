@@ -322,6 +322,67 @@ def test_mlflow_down_on_post_is_503_and_nothing_is_queued(client, monkeypatch) -
     assert client.get("/jobs").json()["jobs"] == []
 
 
+def test_once_mlflow_has_answered_post_leaves_the_run_to_the_worker(client) -> None:
+    from mlflow import MlflowClient
+
+    from l2l_api.run_creation import ensure_run
+
+    first = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
+    assert first["mlflow_run_id"]  # MLflow's state unknown: the request created the run itself
+    response = client.post("/meta-train", json=tiny_request(), headers=auth())
+    assert response.status_code == 202 and response.json()["state"] == "queued"
+    assert response.json()["mlflow_run_id"] is None  # answered once the row was committed
+    store = client.app.state.store
+    assert store.claim(0, 1).id == first["id"]
+    claimed = store.claim(0, 1)  # what a worker does first with a job its request left it
+    job = ensure_run(store, claimed)
+    assert job.id == response.json()["id"] and job.mlflow_run_id and job.attempt == 1
+    assert client.get(f"/jobs/{job.id}").json()["mlflow_run_id"] == job.mlflow_run_id
+    run = MlflowClient().get_run(job.mlflow_run_id)
+    assert run.info.status == "SCHEDULED" and run.data.tags["l2l.api_job_id"] == job.id
+    assert ensure_run(store, job) is job  # a resumed job keeps its run
+
+
+def test_after_an_mlflow_failure_post_creates_the_run_itself_and_answers_503(client, monkeypatch) -> None:
+    from l2l_api import registry_adapter
+
+    assert client.post("/meta-train", json=tiny_request(), headers=auth()).json()["mlflow_run_id"]
+    assert client.post("/meta-train", json=tiny_request(), headers=auth()).json()["mlflow_run_id"] is None
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(registry_adapter, "ping", unreachable)
+    assert client.get("/health").json()["status"] == "degraded"  # seen by the API process
+    monkeypatch.setattr(registry_adapter, "create_queued_run", unreachable)
+    refused = client.post("/meta-train", json=tiny_request(), headers=auth())
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "30"
+    assert "MLflow is unavailable, the job was not queued" in refused.json()["detail"]
+    assert len(client.get("/jobs").json()["jobs"]) == 2
+
+
+def test_a_worker_that_cannot_create_its_jobs_run_raises_and_the_store_keeps_one_run(tmp_path, monkeypatch) -> None:
+    from l2l_api import registry_adapter
+    from l2l_api.db import JobState, JobStore
+    from l2l_api.run_creation import ensure_run
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create("c" * 32, "quadratic", {}, {}, True, 6, None)
+    claimed = store.claim(0, 1)
+    assert claimed is not None and claimed.mlflow_run_id is None
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(registry_adapter, "create_queued_run", unreachable)
+    with pytest.raises(ConnectionError):
+        ensure_run(store, claimed)  # run_job fails the job with it ("MLflow is unreachable (...)")
+    attached = store.attach_run("c" * 32, "run-c")
+    assert attached is not None and attached.mlflow_run_id == "run-c" and attached.state == JobState.RUNNING
+    assert store.attach_run("c" * 32, "run-other") is None  # a job keeps its first run
+    assert store.get("c" * 32).mlflow_run_id == "run-c"
+
+
 # -- authentication -----------------------------------------------------------------------------
 
 
@@ -406,7 +467,7 @@ def _claimed_reporter(client):
 
 
 def test_a_workers_phases_and_stop_reason_reach_get_jobs(client) -> None:
-    from l2l_api.db import SUCCEEDED, JobResult
+    from l2l_api.db import JobResult, JobState
     from l2l_plugin.pipeline import PhaseProgress
 
     job, store, reporter = _claimed_reporter(client)
@@ -428,7 +489,7 @@ def test_a_workers_phases_and_stop_reason_reach_get_jobs(client) -> None:
     assert (current["progress"]["phase"], current["progress"]["phase_done"]) == ("publishing", None)
     assert current["message"] == "publishing"
     result = JobResult(optimizer_uri="models:/l2l-quadratic/1", model_name="l2l-quadratic", model_version="1")
-    assert store.finish(job["id"], 1, SUCCEEDED, message="done", result=result, stop_reason="time budget")
+    assert store.finish(job["id"], 1, JobState.SUCCEEDED, message="done", result=result, stop_reason="time budget")
     done = progress()
     assert done["state"] == "succeeded" and done["stop_reason"] == "time budget"
     assert done["result"]["stop_reason"] == "time budget" and done["progress"]["phase"] == "publishing"
@@ -519,10 +580,24 @@ def test_unexpected_errors_are_500_without_a_traceback(client, monkeypatch) -> N
 
 
 def test_non_finite_numbers_are_rendered_as_null() -> None:
-    from l2l_api.responses import SafeJSONResponse
+    from l2l_api.errors import json_response
+    from l2l_api.schemas import JobProgress
 
-    body = SafeJSONResponse({"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": -float("inf")}}).body
+    body = json_response({"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": -float("inf")}}).body
     assert json.loads(body) == {"a": None, "b": [1.0, None], "c": {"d": None}}
+    # Response models go through pydantic's serializer, which writes them as null too.
+    progress = JobProgress(
+        phase=None,
+        phase_done=None,
+        phase_total=None,
+        iterations_done=1,
+        iterations_total=2,
+        meta_loss=float("nan"),
+        validation_loss=None,
+        best_validation_loss=float("inf"),
+    )
+    dumped = json.loads(progress.model_dump_json())
+    assert dumped["meta_loss"] is None and dumped["best_validation_loss"] is None
 
 
 # -- restart semantics (the job store survives; no worker needed) ----------------------------------

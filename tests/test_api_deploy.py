@@ -22,8 +22,9 @@ COMPOSE = ROOT / "compose.yaml"
 # -- l2l serve ------------------------------------------------------------------------------------
 
 
-def test_serve_is_an_l2l_command_and_flags_become_the_environment(monkeypatch, tmp_path: Path) -> None:
+def test_serve_is_an_l2l_command_and_runs_the_app_of_its_flags(monkeypatch, tmp_path: Path) -> None:
     import uvicorn
+    from fastapi import FastAPI
 
     from l2l_plugin.cli import build_parser
 
@@ -48,9 +49,12 @@ def test_serve_is_an_l2l_command_and_flags_become_the_environment(monkeypatch, t
     )
     assert args.handler(args) == 0
     ((app, kwargs),) = calls
-    assert app == "l2l_api.app:create_app" and kwargs["factory"] is True
+    # uvicorn gets the application built from the flags and the environment, not an import string.
+    assert isinstance(app, FastAPI) and "factory" not in kwargs and kwargs.get("workers", 1) == 1
+    settings = app.state.settings
+    assert (settings.port, settings.workers, settings.data_dir) == (9123, 3, tmp_path)
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 9123 and kwargs["log_level"] == "warning"
-    assert os.environ["L2L_API_PORT"] == "9123" and os.environ["L2L_API_WORKERS"] == "3"
+    assert "L2L_API_PORT" not in os.environ  # flags do not travel through the environment
     # Jobs, job folders and the embedded MLflow store all live under the data directory.
     assert os.environ["L2L_MLFLOW_DIR"] == str(tmp_path / "mlflow")
     assert (tmp_path / "api" / "jobs").is_dir()
@@ -148,7 +152,10 @@ def test_compose_runs_the_service_beside_mlflow_on_postgres() -> None:
     services = compose["services"]
     assert set(services) == {"api", "mlflow", "postgres"}
 
-    assert services["postgres"]["image"].startswith("postgres:")
+    # PostgreSQL from Debian's packages (docker/postgres), built like the project image.
+    assert services["postgres"]["build"] == "./docker/postgres"
+    assert services["postgres"]["image"].startswith("l2l-postgres:")
+    assert (ROOT / "docker" / "postgres" / "Dockerfile").is_file()
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
     mlflow = services["mlflow"]

@@ -165,7 +165,7 @@ def test_a_killed_service_resumes_its_running_job_after_a_restart(service) -> No
     checkpoint_iteration = int(found[1])
     assert checkpoint_iteration >= 5  # not from scratch
     assert found[2] == "the service stopped during attempt 1; will resume from its last checkpoint"
-    assert resumed["mlflow_run_id"] == job["mlflow_run_id"]  # the same run goes on
+    assert before["mlflow_run_id"] and resumed["mlflow_run_id"] == before["mlflow_run_id"]  # the same run goes on
 
     status, cancelling = restarted.request("DELETE", f"/jobs/{job['id']}")
     assert status == 202, cancelling

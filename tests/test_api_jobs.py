@@ -166,7 +166,7 @@ def test_cancelling_a_running_job_stops_its_worker_run(client) -> None:
 
     from mlflow import MlflowClient
 
-    run = MlflowClient().get_run(job["mlflow_run_id"])
+    run = MlflowClient().get_run(done["mlflow_run_id"])  # the run its worker created (POST left it)
     assert run.info.status == "KILLED" and run.data.tags["l2l.stop_reason"] == "cancelled"
 
 
@@ -186,7 +186,7 @@ def test_a_worker_that_dies_before_a_checkpoint_fails_its_job_and_is_replaced(cl
 
     # The supervisor ends the MLflow run just after it has failed the job record.
     run = wait_for(
-        lambda: MlflowClient().get_run(job["mlflow_run_id"]).to_dictionary(),
+        lambda: MlflowClient().get_run(done["mlflow_run_id"]).to_dictionary(),
         lambda run: run["info"]["status"] != "RUNNING",
         10,
     )

@@ -16,8 +16,8 @@ from l2l_api.db import JobStore
 from l2l_api.errors import install_error_handlers
 from l2l_api.jobs import JobService
 from l2l_api.openapi import install_family_schemas
-from l2l_api.responses import SafeJSONResponse
 from l2l_api.routes import families, health, jobs, optimizers
+from l2l_api.run_creation import RunPlacement
 from l2l_api.security import describe_exposure
 from l2l_api.settings import Settings, prepare_environment
 from l2l_api.supervisor import WorkerPool
@@ -57,9 +57,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     prepare_environment(settings)
     store = JobStore(settings.job_database_url)
-    service = JobService(settings, store)
+    runs = RunPlacement()
+    service = JobService(settings, store, runs)
     pool = WorkerPool(settings, store)
-    app.state.store, app.state.jobs, app.state.pool = store, service, pool
+    app.state.store, app.state.jobs, app.state.pool, app.state.runs = store, service, pool, runs
     if warning := describe_exposure(settings.host, settings.token_value()):
         logger.warning(warning)
     # A tracking server is opened in the background: an unreachable one must not keep the service
@@ -90,7 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        default_response_class=SafeJSONResponse,
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings

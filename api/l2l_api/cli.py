@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -13,18 +12,14 @@ from pydantic import ValidationError
 
 from l2l_api.settings import ENV_PREFIX, Settings, prepare_environment
 
-# Flags become L2L_API_* variables: the app factory reads those, and so do the worker processes
-# it spawns, so a flag and its variable can never disagree.
-FLAG_ENV = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "data_dir": "DATA_DIR"}
+FLAGS = ("host", "port", "workers", "data_dir")  # Settings fields a flag sets (over the environment)
 
 
 def serve_handler(args: argparse.Namespace) -> int:
-    for flag, suffix in FLAG_ENV.items():
-        value = getattr(args, flag)
-        if value is not None:
-            os.environ[ENV_PREFIX + suffix] = str(value)
+    """The service for these flags and L2L_API_* variables. A user-facing error (L2LError) is
+    the ``l2l`` command's to print, once, like every other command's."""
     try:
-        settings = Settings()
+        settings = Settings(**{flag: getattr(args, flag) for flag in FLAGS if getattr(args, flag) is not None})
     except ValidationError as exc:
         print(f"l2l serve: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
@@ -34,14 +29,16 @@ def serve_handler(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from l2l_api.app import create_app
+
+    # The application itself, built from these settings: uvicorn runs it in this process. One
+    # HTTP process by design (it owns the job queue and the worker pool; --workers are job
+    # workers, spawned with the settings they need), so uvicorn needs no import string.
     uvicorn.run(
-        "l2l_api.app:create_app",
-        factory=True,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
-        # One HTTP process: it owns the worker pool and the queue (job workers are --workers).
-        workers=1,
         timeout_graceful_shutdown=15,
         proxy_headers=args.proxy_headers,
     )

@@ -1,235 +1,75 @@
-"""The job table (SQLAlchemy) and every state transition a job goes through.
+"""Every state transition a job goes through (the table itself: l2l_api.job_table).
 
 The table is the queue: the API inserts ``queued`` rows, a worker claims the oldest one with a
 conditional UPDATE, so two workers never take the same job. Each claim increments ``attempt``;
 a worker's writes are conditioned on its attempt ("fencing"), so a worker that lost its job (the
 service restarted, the job was failed by the supervisor) can no longer change it.
+
+A job may be queued before its MLflow run exists: the worker that claims it creates the run
+(l2l_api.run_creation) and attaches it with :meth:`JobStore.attach_run`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    Integer,
-    String,
-    Text,
-    TypeDecorator,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from l2l_api.job_table import (
+    ADDED_COLUMNS,
+    MAX_TEXT,
+    TERMINAL,
+    Base,
+    Job,
+    JobResult,
+    JobRow,
+    JobState,
+    add_missing_columns,
+    make_engine,
+    utcnow,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-
+from l2l_plugin.text import clip
 from l2l_registry.redaction import redact
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-MAX_TEXT = 4000  # errors and messages are cut: they are for people, the details are in the logs
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Aware UTC datetimes in and out (SQLite forgets the zone; PostgreSQL keeps it)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        return None if value is None else value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class JobRow(Base):
-    __tablename__ = "l2l_jobs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    family: Mapped[str] = mapped_column(String(200))
-    family_config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    meta_overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
-    register: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
-    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    attempt_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the time limit's clock
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-    iterations_done: Mapped[int] = mapped_column(Integer, default=0)
-    iterations_total: Mapped[int] = mapped_column(Integer)
-    meta_loss: Mapped[float | None] = mapped_column(Float)
-    validation_loss: Mapped[float | None] = mapped_column(Float)
-    best_validation_loss: Mapped[float | None] = mapped_column(Float)
-    # What a worker is doing: meta-training, evaluating (optimizers done / total), publishing;
-    # kept once the job has ended (the phase it ended in).
-    phase: Mapped[str | None] = mapped_column(String(32))
-    phase_done: Mapped[int | None] = mapped_column(Integer)
-    phase_total: Mapped[int | None] = mapped_column(Integer)
-    stop_reason: Mapped[str | None] = mapped_column(String(32))  # why it ended (see pipeline.STOP_*)
-
-    error: Mapped[str | None] = mapped_column(Text)
-    message: Mapped[str | None] = mapped_column(Text)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    interruptions: Mapped[int] = mapped_column(Integer, default=0)
-    worker_slot: Mapped[int | None] = mapped_column(Integer)
-    worker_pid: Mapped[int | None] = mapped_column(Integer)
-    cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
-    model_name: Mapped[str | None] = mapped_column(String(300))
-    model_version: Mapped[str | None] = mapped_column(String(32))
-    promoted: Mapped[bool | None] = mapped_column(Boolean)
-    promotion_reason: Mapped[str | None] = mapped_column(Text)
-    optimizer_uri: Mapped[str | None] = mapped_column(String(500))
-    # The MLflow run status (FAILED, KILLED) still to be set because MLflow was unreachable when
-    # the job ended; the supervisor retries until it is set (then null).
-    run_close_pending: Mapped[str | None] = mapped_column(String(16))
-    # A recipe search (l2l_api.search): what the request asked, and the search's summary at the end.
-    search: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    search_result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    ranks: Mapped[int | None] = mapped_column(Integer)  # torch.distributed ranks (null: 1)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A detached snapshot of a row (safe to use after its session closed)."""
-
-    id: str
-    state: str
-    family: str
-    family_config: dict[str, Any]
-    meta_overrides: dict[str, Any]
-    register: bool
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    attempt_started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    iterations_done: int
-    iterations_total: int
-    meta_loss: float | None
-    validation_loss: float | None
-    best_validation_loss: float | None
-    phase: str | None
-    phase_done: int | None
-    phase_total: int | None
-    stop_reason: str | None
-    error: str | None
-    message: str | None
-    attempt: int
-    interruptions: int
-    worker_slot: int | None
-    worker_pid: int | None
-    cancel_requested_at: dt.datetime | None
-    mlflow_run_id: str | None
-    model_name: str | None
-    model_version: str | None
-    promoted: bool | None
-    promotion_reason: str | None
-    optimizer_uri: str | None
-    run_close_pending: str | None = None
-    search: dict[str, Any] | None = None
-    search_result: dict[str, Any] | None = None
-    ranks: int | None = None
-
-    @classmethod
-    def of(cls, row: JobRow) -> Job:
-        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class JobResult:
-    optimizer_uri: str
-    model_name: str | None = None
-    model_version: str | None = None
-    promoted: bool | None = None
-    promotion_reason: str | None = None
-    search: dict[str, Any] | None = None  # a recipe search's summary (whether it beat the defaults)
-
-
-# Columns added after the first release: a job store created before them gets them at start-up
-# (each nullable, so old rows read as "unknown").
-ADDED_COLUMNS = (
-    "phase", "phase_done", "phase_total", "stop_reason", "run_close_pending", "search", "search_result", "ranks",
-)
-
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """ALTER TABLE ... ADD COLUMN for every ADDED_COLUMNS column the table lacks; returns them."""
-    def existing() -> set[str]:
-        return {column["name"] for column in inspect(engine).get_columns(JobRow.__tablename__)}
-
-    added = []
-    for name in ADDED_COLUMNS:
-        if name in existing():
-            continue
-        kind = JobRow.__table__.columns[name].type.compile(dialect=engine.dialect)
-        try:
-            with engine.begin() as connection:
-                connection.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {kind}"))
-        except Exception:
-            if name not in existing():  # not another process adding it at the same moment
-                raise
-            continue
-        added.append(name)
-    return added
+__all__ = [
+    "ADDED_COLUMNS",
+    "TERMINAL",
+    "Job",
+    "JobResult",
+    "JobRow",
+    "JobState",
+    "JobStore",
+    "add_missing_columns",
+    "make_engine",
+    "utcnow",
+]
 
 
 def _clip(text: str | None) -> str | None:
     """Stored text for people: without secrets (l2l_registry.redaction), and not too long."""
-    if text is None:
-        return None
-    text = redact(text)
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+    return None if text is None else clip(redact(text), MAX_TEXT)
+
+
+def _owned_update(session: Session, job_id: str, attempt: int, values: dict[str, Any]) -> bool:
+    """The fence of every worker-side write: it lands only while ``attempt`` still owns the
+    running job (a worker that lost its job, or a later attempt's, changes nothing)."""
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == JobState.RUNNING)
+        .values(**values)
+    )
+    return result.rowcount == 1
 
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the API read while a worker writes progress; the busy timeout makes concurrent
-    # writers (API, workers, supervisor) wait for each other instead of failing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
 
 
 class JobStore:
@@ -267,10 +107,11 @@ class JobStore:
         search: dict[str, Any] | None = None,
         ranks: int = 1,
     ) -> Job:
+        """A queued job; ``mlflow_run_id`` None: the worker that claims it creates its run."""
         now = utcnow()
         row = JobRow(
             id=job_id,
-            state=QUEUED,
+            state=JobState.QUEUED,
             family=family,
             family_config=family_config,
             meta_overrides=meta_overrides,
@@ -288,15 +129,14 @@ class JobStore:
         with self._session() as session:
             session.add(row)
             session.flush()
-            return Job.of(row)
+            return row
 
     def get(self, job_id: str) -> Job | None:
         with self._session() as session:
-            row = session.get(JobRow, job_id)
-            return None if row is None else Job.of(row)
+            return session.get(JobRow, job_id)
 
     def list_jobs(
-        self, state: str | None = None, family: str | None = None, limit: int = 50, offset: int = 0
+        self, state: JobState | None = None, family: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[Job]:
         query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
         if state is not None:
@@ -304,9 +144,9 @@ class JobStore:
         if family is not None:
             query = query.where(JobRow.family == family)
         with self._session() as session:
-            return [Job.of(row) for row in session.scalars(query)]
+            return list(session.scalars(query))
 
-    def count(self, state: str) -> int:
+    def count(self, state: JobState) -> int:
         with self._session() as session:
             return int(
                 session.scalar(select(func.count()).select_from(JobRow).where(JobRow.state == state)) or 0
@@ -318,9 +158,9 @@ class JobStore:
         with self._session() as session:
             result = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == QUEUED)
+                .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED)
                 .values(
-                    state=CANCELLED,
+                    state=JobState.CANCELLED,
                     finished_at=now,
                     updated_at=now,
                     cancel_requested_at=now,
@@ -336,13 +176,13 @@ class JobStore:
         with self._session() as session:
             result = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == RUNNING, JobRow.cancel_requested_at.is_(None))
+                .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING, JobRow.cancel_requested_at.is_(None))
                 .values(cancel_requested_at=now, updated_at=now, message="cancellation requested")
             )
             if result.rowcount == 1:
                 return True
             row = session.get(JobRow, job_id)
-            return row is not None and row.state == RUNNING  # already requested: still pending
+            return row is not None and row.state == JobState.RUNNING  # already requested: still pending
 
     # -- the worker side -----------------------------------------------------------------------
 
@@ -351,7 +191,7 @@ class JobStore:
         with self._session() as session:
             candidate = session.scalar(
                 select(JobRow.id)
-                .where(JobRow.state == QUEUED)
+                .where(JobRow.state == JobState.QUEUED)
                 .order_by(JobRow.created_at, JobRow.id)
                 .limit(1)
             )
@@ -360,9 +200,9 @@ class JobStore:
             now = utcnow()
             result = session.execute(
                 update(JobRow)
-                .where(JobRow.id == candidate, JobRow.state == QUEUED)
+                .where(JobRow.id == candidate, JobRow.state == JobState.QUEUED)
                 .values(
-                    state=RUNNING,
+                    state=JobState.RUNNING,
                     attempt=JobRow.attempt + 1,
                     worker_slot=slot,
                     worker_pid=pid,
@@ -375,7 +215,7 @@ class JobStore:
                 return None  # another worker was faster; the caller simply polls again
             row = session.get(JobRow, candidate, populate_existing=True)
             assert row is not None
-            return Job.of(row)
+            return row
 
     def report_progress(
         self,
@@ -412,12 +252,7 @@ class JobStore:
         if message is not None:
             values["message"] = _clip(message)
         with self._session() as session:
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
-                .values(**values)
-            )
-            if result.rowcount != 1:
+            if not _owned_update(session, job_id, attempt, values):
                 return False, False
             cancel = session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id))
             return True, cancel is not None
@@ -426,7 +261,7 @@ class JobStore:
         self,
         job_id: str,
         attempt: int,
-        state: str,
+        state: JobState,
         *,
         error: str | None = None,
         message: str | None = None,
@@ -454,23 +289,18 @@ class JobStore:
                 search_result=result.search,
             )
         with self._session() as session:
-            updated = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
-                .values(**values)
-            )
-            return updated.rowcount == 1
+            return _owned_update(session, job_id, attempt, values)
 
     # -- the supervisor side ---------------------------------------------------------------------
 
     def running(self) -> list[Job]:
         with self._session() as session:
-            return [Job.of(row) for row in session.scalars(select(JobRow).where(JobRow.state == RUNNING))]
+            return list(session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING)))
 
     def requeue(self, job_id: str, attempt: int, message: str, interrupted: bool) -> bool:
         """Put a running job back in the queue (it resumes from its checkpoint when taken again)."""
         values: dict[str, Any] = {
-            "state": QUEUED,
+            "state": JobState.QUEUED,
             "worker_slot": None,
             "worker_pid": None,
             "updated_at": utcnow(),
@@ -479,14 +309,19 @@ class JobStore:
         if interrupted:
             values["interruptions"] = JobRow.interruptions + 1
         with self._session() as session:
+            return _owned_update(session, job_id, attempt, values)
+
+    # -- MLflow runs: created after the job is queued, closed after it ended ------------------------
+
+    def attach_run(self, job_id: str, run_id: str) -> Job | None:
+        """Record the job's MLflow run unless it has one; returns the job (None: it had one already)."""
+        with self._session() as session:
             result = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.state == RUNNING)
-                .values(**values)
+                .where(JobRow.id == job_id, JobRow.mlflow_run_id.is_(None))
+                .values(mlflow_run_id=run_id, updated_at=utcnow())
             )
-            return result.rowcount == 1
-
-    # -- MLflow runs left open (MLflow was unreachable when their job ended) ----------------------
+            return session.get(JobRow, job_id, populate_existing=True) if result.rowcount == 1 else None
 
     def mark_run_close_pending(self, job_id: str, status: str) -> None:
         with self._session() as session:
@@ -497,7 +332,7 @@ class JobStore:
             rows = session.scalars(
                 select(JobRow).where(JobRow.run_close_pending.is_not(None)).order_by(JobRow.updated_at).limit(limit)
             )
-            return [Job.of(row) for row in rows]
+            return list(rows)
 
     def run_closed(self, job_id: str) -> None:
         with self._session() as session:

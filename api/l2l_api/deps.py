@@ -1,4 +1,4 @@
-"""What endpoints take from the application: its settings, job store, job service and pool."""
+"""What endpoints take from the application: its settings, job store, job service, run placement and pool."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import Request
 
 from l2l_api.db import JobStore
 from l2l_api.jobs import JobService
+from l2l_api.run_creation import RunPlacement
 from l2l_api.settings import Settings
 from l2l_api.supervisor import WorkerPool
 
@@ -24,3 +25,7 @@ def job_service(request: Request) -> JobService:
 
 def pool(request: Request) -> WorkerPool:
     return request.app.state.pool
+
+
+def run_placement(request: Request) -> RunPlacement:
+    return request.app.state.runs

@@ -7,6 +7,14 @@ takes it resumes from the job's checkpoint (``<jobs_dir>/<id>/checkpoint``, writ
 ``checkpoint_every`` meta-iterations), or starts over when none was written yet. After
 ``max_resumes`` interruptions it is marked failed with the reason instead, so a job that
 brings the service down cannot do it forever. Nothing is ever left ``running`` across a start.
+
+Submitting answers once the job's row is committed, its MLflow run left to the worker that
+starts it, while MLflow is known to work (:mod:`l2l_api.run_creation`). At start-up and after an
+MLflow failure the request creates the run itself until one creation succeeds, so a client asking
+while MLflow is down gets a 503 and nothing is queued, as before.
+
+Errors are :mod:`l2l_api.service_errors` (and the library's family errors); l2l_api.errors maps
+them to HTTP.
 """
 
 from __future__ import annotations
@@ -20,16 +28,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from l2l_api import registry_adapter
-from l2l_api.db import CANCELLED, FAILED, Job, JobStore
-from l2l_api.errors import APIError, field_errors
+from l2l_api.db import Job, JobState, JobStore
+from l2l_api.disk import disk_free_mb
+from l2l_api.errors import field_errors
 from l2l_api.joblog import log_job_end
 from l2l_api.limits import cost_errors, effective_overrides, limit_errors, non_finite_errors
+from l2l_api.run_creation import RunPlacement
 from l2l_api.runs import close_run
-from l2l_api.disk import disk_free_mb
 from l2l_api.schemas import MetaTrainRequest
 from l2l_api.search import effective_search, search_errors
+from l2l_api.service_errors import (
+    DiskNearlyFull,
+    InvalidJobRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    MlflowUnavailable,
+    QueueFull,
+)
 from l2l_api.settings import Settings
-from l2l_plugin.families import FamilyLoadError, TaskFamily, UnknownFamilyError, get_family
+from l2l_plugin.families import TaskFamily, get_family
 from l2l_plugin.pipeline import CHECKPOINT_DIR, STOP_CANCELLED
 from l2l_plugin.training.distribution import check_distribution
 from l2l_plugin.training.presets import meta_train_recipe
@@ -39,16 +56,8 @@ from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
 logger = logging.getLogger("l2l_api.jobs")
 
 STOP_INTERRUPTED_TOO_OFTEN = "interrupted too often"
-
-
-def resolve_family(name: str) -> type[TaskFamily]:
-    """A family class by its entry-point name: a lookup in the discovered entry points, never an import."""
-    try:
-        return get_family(name)
-    except UnknownFamilyError as exc:
-        raise APIError(404, str(exc), available=exc.available) from None
-    except FamilyLoadError as exc:
-        raise APIError(409, str(exc)) from None
+RETRY_AFTER_SECONDS = 30  # MLflow down, or the queue full
+RETRY_AFTER_DISK_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,10 @@ def distribution_errors(family: TaskFamily, config: MetaTrainConfig, settings: S
 
 
 def validate_request(request: MetaTrainRequest, settings: Settings) -> ValidatedRequest:
-    """The family's own schema, then MetaTrainConfig, then this service's limits (422 on any)."""
-    from fastapi.exceptions import RequestValidationError
-
-    family_class = resolve_family(request.family)
+    """The family's own schema, then MetaTrainConfig, then this service's limits
+    (:class:`InvalidJobRequest` on any). The family is looked up among the discovered entry
+    points, never imported by name (UnknownFamilyError, FamilyLoadError)."""
+    family_class = get_family(request.family)
     errors: list[dict[str, Any]] = [
         {
             "type": "server_only",
@@ -115,13 +124,13 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
     errors += non_finite_errors(request.family_config, "family_config")
     errors += non_finite_errors(request.meta_overrides, "meta_overrides")
     if errors:
-        raise RequestValidationError(errors)
+        raise InvalidJobRequest(errors)
     if errors := limit_errors(config, settings) + distribution_errors(family, config, settings):
-        raise RequestValidationError(errors)
+        raise InvalidJobRequest(errors)
     if errors := cost_errors(family, config, settings):
-        raise RequestValidationError(errors)
+        raise InvalidJobRequest(errors)
     if request.ranks > settings.max_ranks:
-        raise RequestValidationError(
+        raise InvalidJobRequest(
             [
                 {
                     "type": "less_than_equal",
@@ -134,11 +143,11 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
     if request.search is not None and (
         errors := search_errors(request.search, family_class, config, request.meta_overrides, settings)
     ):
-        raise RequestValidationError(errors)
+        raise InvalidJobRequest(errors)
     try:
         resolve_device(config.device)
     except RuntimeError as exc:
-        raise RequestValidationError(
+        raise InvalidJobRequest(
             [
                 {
                     "type": "value_error",
@@ -160,9 +169,10 @@ def validate_request(request: MetaTrainRequest, settings: Settings) -> Validated
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: Settings, store: JobStore, runs: RunPlacement | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.runs = runs or RunPlacement()
         # One API process serves requests: a lock makes "count the queue, then reserve" atomic.
         self._submit_lock = threading.Lock()
         self._reserved = 0  # submissions past the queue check whose row is not written yet
@@ -170,32 +180,31 @@ class JobService:
     def submit(self, request: MetaTrainRequest) -> Job:
         valid = validate_request(request, self.settings)
         if (free := disk_free_mb(self.settings.data_dir)) is not None and free < self.settings.min_free_disk_mb:
-            raise APIError(
-                503,
+            raise DiskNearlyFull(
                 f"the service's data directory is nearly full ({free:.0f} MB free, "
                 f"L2L_API_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb:g}); the job was not queued",
-                headers={"Retry-After": "300"},
+                RETRY_AFTER_DISK_SECONDS,
             )
         job_id = uuid.uuid4().hex
         # A place in the queue is reserved under the lock, and the MLflow run and the row are
-        # created outside it: concurrent POSTs no longer wait for each other's MLflow calls.
+        # created outside it: concurrent POSTs do not wait for each other's writes.
         with self._submit_lock:
-            queued = self.store.count("queued") + self._reserved
+            queued = self.store.count(JobState.QUEUED) + self._reserved
             if queued >= self.settings.max_queued:
-                raise APIError(
-                    429,
-                    f"the queue is full ({queued} jobs waiting, limit {self.settings.max_queued}); "
-                    "retry later",
-                    headers={"Retry-After": "30"},
+                raise QueueFull(
+                    f"the queue is full ({queued} jobs waiting, limit {self.settings.max_queued}); retry later",
+                    RETRY_AFTER_SECONDS,
                 )
             self._reserved += 1
         try:
-            return self._create(job_id, valid)
+            run_id = None if self.runs.by_worker else self._create_run(job_id, valid)
+            return self._insert(job_id, valid, run_id)
         finally:
             with self._submit_lock:
                 self._reserved -= 1
 
-    def _create(self, job_id: str, valid: ValidatedRequest) -> Job:
+    def _create_run(self, job_id: str, valid: ValidatedRequest) -> str:
+        """The job's MLflow run, on the request path (MLflow's state unknown or failing)."""
         try:
             run_id = registry_adapter.bounded(
                 self.settings.mlflow_request_timeout_seconds,
@@ -205,16 +214,16 @@ class JobService:
                 valid.family_config,
             )
         except registry_adapter.MlflowTimeout as exc:
-            raise APIError(
-                503, f"{exc}; the job was not queued", headers={"Retry-After": "30"}
-            ) from None
+            raise MlflowUnavailable(f"{exc}; the job was not queued", RETRY_AFTER_SECONDS) from None
         except Exception as exc:  # noqa: BLE001 - the tracking server is down or misconfigured
             logger.exception("creating the MLflow run of job %s failed", job_id)
-            raise APIError(
-                503,
-                f"MLflow is unavailable, the job was not queued: {type(exc).__name__}",
-                headers={"Retry-After": "30"},
+            raise MlflowUnavailable(
+                f"MLflow is unavailable, the job was not queued: {type(exc).__name__}", RETRY_AFTER_SECONDS
             ) from None
+        self.runs.mlflow_answered()
+        return run_id
+
+    def _insert(self, job_id: str, valid: ValidatedRequest, run_id: str | None) -> Job:
         try:
             return self.store.create(
                 job_id,
@@ -228,25 +237,27 @@ class JobService:
                 ranks=valid.ranks,
             )
         except Exception:
-            registry_adapter.end_run(run_id, "FAILED")
+            if run_id is not None:
+                registry_adapter.end_run(run_id, "FAILED")
             raise
 
     def cancel(self, job_id: str) -> tuple[Job, bool]:
         """Returns the job and whether it is already cancelled (False: the worker will stop it)."""
         job = self.store.get(job_id)
         if job is None:
-            raise APIError(404, f"no job {job_id}")
+            raise JobNotFound(job_id)
         if self.store.cancel_queued(job_id):
-            self._end_run(job, "KILLED", STOP_CANCELLED)
+            cancelled = self._get(job_id)  # a queued job's run, if its request created one
+            self._end_run(cancelled, "KILLED", STOP_CANCELLED)
             log_job_end(logger, self.store, job_id)
-            return self._get(job_id), True
+            return cancelled, True
         if self.store.request_cancel(job_id):
             return self._get(job_id), False
         job = self._get(job_id)
-        if job.state == CANCELLED:
+        if job.state == JobState.CANCELLED:
             return job, True
-        raise APIError(
-            409, f"job {job_id} has already {job.state}; only queued or running jobs can be cancelled"
+        raise JobAlreadyFinished(
+            f"job {job_id} has already {job.state}; only queued or running jobs can be cancelled"
         )
 
     def _end_run(self, job: Job, status: str, stop_reason: str) -> None:
@@ -267,7 +278,11 @@ class JobService:
 
     def _finish_cancelled_at_shutdown(self, job: Job) -> None:
         if self.store.finish(
-            job.id, job.attempt, CANCELLED, message="cancelled (the service stopped first)", stop_reason=STOP_CANCELLED
+            job.id,
+            job.attempt,
+            JobState.CANCELLED,
+            message="cancelled (the service stopped first)",
+            stop_reason=STOP_CANCELLED,
         ):
             self._end_run(job, "KILLED", STOP_CANCELLED)
             log_job_end(logger, self.store, job.id)
@@ -292,7 +307,7 @@ class JobService:
             elif self.store.finish(
                 job.id,
                 job.attempt,
-                FAILED,
+                JobState.FAILED,
                 error="the service stopped while this job was running "
                 f"(interruption {job.interruptions + 1}; L2L_API_MAX_RESUMES={self.settings.max_resumes}): "
                 "not resumed again",

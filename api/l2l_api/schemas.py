@@ -183,7 +183,7 @@ class JobOut(BaseModel):
             phase_done, phase_total = job.phase_done, job.phase_total
         return cls(
             id=job.id,
-            state=job.state,  # type: ignore[arg-type]
+            state=job.state,
             family=job.family,
             family_config=job.family_config,
             meta_overrides=job.meta_overrides,

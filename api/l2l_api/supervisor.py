@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from l2l_api.db import CANCELLED, FAILED, Job, JobStore, utcnow
+from l2l_api.db import Job, JobState, JobStore, utcnow
 from l2l_api.joblog import log_job_end
 from l2l_api.runs import close_pending_runs, close_run
 from l2l_api.settings import Settings
@@ -214,7 +214,7 @@ class WorkerPool:
             f"; interrupted {job.interruptions + 1} times (L2L_API_MAX_RESUMES={self.settings.max_resumes})"
         )
         self._fail(
-            job, FAILED, f"the worker process running this job ended unexpectedly ({how}){limit}", STOP_WORKER_DIED
+            job, JobState.FAILED, f"the worker process running this job ended unexpectedly ({how}){limit}", STOP_WORKER_DIED
         )
 
     def _enforce_limits(self) -> None:
@@ -226,7 +226,7 @@ class WorkerPool:
                 self._kill_worker_of(job)
                 self._fail(
                     job,
-                    CANCELLED,
+                    JobState.CANCELLED,
                     None,
                     STOP_CANCELLED,
                     message=f"cancelled: the worker was stopped after "
@@ -236,7 +236,7 @@ class WorkerPool:
                 self._kill_worker_of(job)
                 self._fail(
                     job,
-                    FAILED,
+                    JobState.FAILED,
                     f"exceeded the job time limit of {self.settings.job_timeout_seconds:g} s "
                     "(L2L_API_JOB_TIMEOUT_SECONDS)",
                     STOP_JOB_TIME_LIMIT,
@@ -252,14 +252,14 @@ class WorkerPool:
                     slot.process = None  # restarted by the next tick, without counting as a crash
 
     def _fail(
-        self, job: Job, state: str, error: str | None, stop_reason: str, message: str | None = None
+        self, job: Job, state: JobState, error: str | None, stop_reason: str, message: str | None = None
     ) -> None:
         if self.store.finish(job.id, job.attempt, state, error=error, message=message, stop_reason=stop_reason):
             close_run(
                 self.store,
                 job.id,
                 job.mlflow_run_id,
-                "KILLED" if state == CANCELLED else "FAILED",
+                "KILLED" if state == JobState.CANCELLED else "FAILED",
                 stop_reason,
                 timeout=self.settings.mlflow_request_timeout_seconds,
             )

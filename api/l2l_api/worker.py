@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l2l_api.db import CANCELLED, FAILED, SUCCEEDED, Job, JobResult, JobStore
+from l2l_api.db import Job, JobResult, JobState, JobStore
 from l2l_api.disk import disk_free_mb
 from l2l_api.joblog import log_job_end
 from l2l_plugin.pipeline import (
@@ -172,6 +172,7 @@ class JobProgressReporter(MetaTrainCallback):
 def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
     """Run one claimed job to a terminal state (unless the job stopped being ours)."""
     from l2l_api import registry_adapter
+    from l2l_api.run_creation import ensure_run
     from l2l_plugin.pipeline import meta_train_and_evaluate
     from l2l_plugin.training.distributed.spawn import local_ranks, meta_train_arguments
     from l2l_registry import meta_train_and_publish
@@ -180,13 +181,14 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
     out_dir = jobs_dir / job.id
     finished = False
     try:
+        job = ensure_run(store, job)  # the job's MLflow run, when its request left it to the worker
         assert job.mlflow_run_id is not None
         if job.register and (version := registry_adapter.registered_version(job.mlflow_run_id)):
             # A previous attempt published the version and the service died before recording it.
             finished = store.finish(
                 job.id,
                 job.attempt,
-                SUCCEEDED,
+                JobState.SUCCEEDED,
                 message="published by an earlier attempt",
                 result=_registered_result(job.family, version, None, None),
                 stop_reason=registry_adapter.stop_reason_of_run(job.mlflow_run_id),
@@ -222,7 +224,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
         if search is not None:
             result = dataclasses.replace(result, search=search.as_dict())
         finished = store.finish(
-            job.id, job.attempt, SUCCEEDED, message="done", result=result, stop_reason=run.outcome.stop_reason
+            job.id, job.attempt, JobState.SUCCEEDED, message="done", result=result, stop_reason=run.outcome.stop_reason
         )
     except JobLost as exc:
         logger.warning("job %s: stopped, %s", job.id, exc)
@@ -231,7 +233,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
             logger.warning("job %s: stopped, the job is no longer this worker's", job.id)
             return
         finished = store.finish(
-            job.id, job.attempt, CANCELLED, message=f"cancelled: {exc}", stop_reason=STOP_CANCELLED
+            job.id, job.attempt, JobState.CANCELLED, message=f"cancelled: {exc}", stop_reason=STOP_CANCELLED
         )
     except Exception as exc:  # noqa: BLE001 - any failure is the job's, recorded without a traceback
         free = disk_free_mb(jobs_dir)
@@ -246,7 +248,7 @@ def run_job(job: Job, store: JobStore, jobs_dir: Path, parent_pid: int) -> None:
             raise full from exc
         logger.exception("job %s failed", job.id)
         finished = store.finish(
-            job.id, job.attempt, FAILED, error=describe_error(exc), stop_reason=stop_reason_of(exc)
+            job.id, job.attempt, JobState.FAILED, error=describe_error(exc), stop_reason=stop_reason_of(exc)
         )
         if finished:
             _close_failed_run(store, job, stop_reason_of(exc))

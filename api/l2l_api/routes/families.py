@@ -6,12 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Response
 from pydantic import ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
-from l2l_api.errors import APIError
-from l2l_api.responses import SafeJSONResponse
 from l2l_api.schemas import ErrorOut, FamilyOut
-from l2l_plugin.families import FamilyEntry, TaskFamily, discover_families
+from l2l_plugin.families import FamilyEntry, TaskFamily, UnknownFamilyError, discover_families
 
 router = APIRouter(tags=["families"])
 
@@ -52,7 +50,7 @@ def _families_body() -> bytes:
     families = discover_families()
     if _rendered is None or _rendered[0] is not families:
         items = [family_out(entry).model_dump(mode="json", by_alias=True) for entry in families.values()]
-        _rendered = (families, bytes(SafeJSONResponse(items).body))  # non-finite floats as null
+        _rendered = (families, to_json(items, inf_nan_mode="null"))
     return _rendered[1]
 
 
@@ -71,8 +69,5 @@ def get_family(name: str = Path(max_length=200)) -> FamilyOut:
     families = discover_families()
     entry = families.get(name)
     if entry is None:
-        listed = ", ".join(families) or "(none installed)"
-        raise APIError(
-            404, f"unknown task family {name!r}; available families: {listed}", available=list(families)
-        )
+        raise UnknownFamilyError(name, list(families))
     return family_out(entry)

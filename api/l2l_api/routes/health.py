@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from l2l_api import __version__, registry_adapter
-from l2l_api.db import QUEUED, RUNNING, JobStore
-from l2l_api.deps import pool, settings, store
+from l2l_api.db import JobState, JobStore
+from l2l_api.deps import pool, run_placement, settings, store
+from l2l_api.run_creation import RunPlacement
 from l2l_api.disk import disk_free_mb
 from l2l_api.schemas import DiskHealth, HealthOut, MlflowHealth, QueueHealth, WorkerHealth, WorkersHealth
 from l2l_api.security import bearer, presents_token
@@ -70,8 +71,11 @@ async def health(
     config: Settings = Depends(settings),
     jobs: JobStore = Depends(store),
     workers: WorkerPool = Depends(pool),
+    runs: RunPlacement = Depends(run_placement),
 ) -> HealthOut:
     mlflow = await _probe(request).health()
+    if not mlflow.reachable:
+        runs.mlflow_failed()  # POSTs create their runs themselves (503) until MLflow answers
     processes = [WorkerHealth(**status) for status in await asyncio.to_thread(workers.status)]  # type: ignore[arg-type]
     alive = sum(process.alive for process in processes)
     free = disk_free_mb(config.data_dir)
@@ -85,7 +89,7 @@ async def health(
     out = HealthOut(status="degraded" if problems else "ok", version=__version__, problems=problems)
     if not presents_token(request, credentials):
         return out
-    queued, running = await asyncio.to_thread(lambda: (jobs.count(QUEUED), jobs.count(RUNNING)))
+    queued, running = await asyncio.to_thread(lambda: (jobs.count(JobState.QUEUED), jobs.count(JobState.RUNNING)))
     out.mlflow = mlflow
     out.workers = WorkersHealth(configured=config.workers, alive=alive, processes=processes)
     out.jobs = QueueHealth(queued=queued, running=running, limit=config.max_queued)

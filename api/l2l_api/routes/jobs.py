@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from l2l_api.db import JobStore
+from l2l_api.db import JobState, JobStore
 from l2l_api.deps import job_service, store
-from l2l_api.errors import APIError
 from l2l_api.jobs import JobService
 from l2l_api.schemas import JOB_ID_PATTERN, NAME_PATTERN, ErrorOut, JobList, JobOut, MetaTrainRequest
 from l2l_api.security import require_token
+from l2l_api.service_errors import JobNotFound
 
 router = APIRouter(tags=["jobs"])
 
@@ -38,8 +36,9 @@ JobId = Path(pattern=JOB_ID_PATTERN, description="The id POST /meta-train return
 def meta_train(
     request: MetaTrainRequest, response: Response, jobs: JobService = Depends(job_service)
 ) -> JobOut:
-    """Validates the configs against the family's own schema and the service's limits, creates
-    the job's MLflow run, and queues the job: a worker process runs it. Poll GET /jobs/{id}."""
+    """Validates the configs against the family's own schema and the service's limits and
+    queues the job: a worker process runs it. Poll GET /jobs/{id}. `mlflow_run_id` may be null
+    for a moment: the job's MLflow run is created right after the answer."""
     job = jobs.submit(request)
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobOut.of(job)
@@ -47,7 +46,7 @@ def meta_train(
 
 @router.get("/jobs", response_model=JobList, summary="Jobs, newest first")
 def list_jobs(
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    state: JobState | None = None,
     family: str | None = Query(None, pattern=NAME_PATTERN),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000),
@@ -64,7 +63,7 @@ def list_jobs(
 def get_job(job_id: str = JobId, jobs: JobStore = Depends(store)) -> JobOut:
     job = jobs.get(job_id)
     if job is None:
-        raise APIError(404, f"no job {job_id}")
+        raise JobNotFound(job_id)
     return JobOut.of(job)
 
 

@@ -6,19 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Depends, Path, Response
-from l2l_registry import (
-    CHAMPION_ALIAS,
-    OptimizerNotFoundError,
-    RegistryError,
-    VersionInfo,
-    list_families,
-    list_versions,
-    model_name,
-)
+from l2l_registry import VersionInfo, list_families, list_versions, model_name
+from l2l_registry.conventions import alias_uri, champion_uri
 
 from l2l_api import registry_adapter
-from l2l_api.deps import settings
-from l2l_api.errors import APIError
+from l2l_api.deps import run_placement, settings
+from l2l_api.run_creation import RunPlacement
 from l2l_api.schemas import (
     NAME_PATTERN,
     VERSION_PATTERN,
@@ -28,8 +21,9 @@ from l2l_api.schemas import (
     OptimizerVersionsOut,
     VersionOut,
 )
+from l2l_api.service_errors import MlflowUnavailable, VersionNotFound
 from l2l_api.settings import Settings
-from l2l_registry.redaction import redact
+from l2l_plugin.errors import L2LError
 
 router = APIRouter(prefix="/optimizers", tags=["optimizers"])
 
@@ -40,29 +34,32 @@ _UNAVAILABLE = {
     503: {"model": ErrorOut, "description": "MLflow is unreachable or did not answer in time (Retry-After)."}
 }
 _BAD_REF = {400: {"model": ErrorOut, "description": "The registry refused the name or reference."}}
-RETRY_AFTER = {"Retry-After": "30"}
+RETRY_AFTER_SECONDS = 30
 
 
 @contextmanager
-def registry_errors() -> Iterator[None]:
-    """Registry and MLflow failures as 404 (not there) or 503 (store unreachable), never a traceback."""
+def registry_errors(runs: RunPlacement) -> Iterator[None]:
+    """MLflow's own exceptions as the service's errors: not there (404) or unreachable (503),
+    never a traceback. The registry's errors (L2LError) pass as they are. An unreachable MLflow
+    is also news for POST: it creates jobs' runs itself until one is created."""
     from l2l_registry.errors import is_not_found
     from mlflow.exceptions import MlflowException
 
     try:
         yield
-    except OptimizerNotFoundError as exc:
-        raise APIError(404, redact(str(exc))) from None
-    except RegistryError as exc:
-        raise APIError(400, redact(str(exc))) from None
-    except registry_adapter.MlflowTimeout as exc:
-        raise APIError(503, str(exc), headers=RETRY_AFTER) from None
+    except registry_adapter.MlflowTimeout:
+        runs.mlflow_failed()
+        raise
+    except L2LError:
+        raise
     except MlflowException as exc:
         if is_not_found(exc):
-            raise APIError(404, redact(exc.message)) from None
-        raise APIError(503, f"MLflow error: {exc.error_code}", headers=RETRY_AFTER) from None
+            raise VersionNotFound(exc.message) from None
+        runs.mlflow_failed()
+        raise MlflowUnavailable(f"MLflow error: {exc.error_code}", RETRY_AFTER_SECONDS) from None
     except OSError as exc:  # includes the requests library's connection errors
-        raise APIError(503, f"MLflow is unreachable: {type(exc).__name__}", headers=RETRY_AFTER) from None
+        runs.mlflow_failed()
+        raise MlflowUnavailable(f"MLflow is unreachable: {type(exc).__name__}", RETRY_AFTER_SECONDS) from None
 
 
 def version_out(info: VersionInfo, metrics: dict[str, float] | None = None) -> VersionOut:
@@ -82,12 +79,12 @@ def version_out(info: VersionInfo, metrics: dict[str, float] | None = None) -> V
     )
 
 
-def resolve_version(family: str, ref: str, timeout: float) -> VersionInfo:
+def resolve_version(family: str, ref: str, timeout: float, runs: RunPlacement) -> VersionInfo:
     """``ref`` as a version number, ``latest``, or an alias (404 naming what exists)."""
-    with registry_errors():
+    with registry_errors(runs):
         versions = registry_adapter.bounded(timeout, list_versions, family, with_metrics=False)
     if not versions:
-        raise APIError(404, f"{model_name(family)} has no versions")
+        raise VersionNotFound(f"{model_name(family)} has no versions")
     if ref == "latest":
         return max(versions, key=lambda info: int(info.version))
     if ref.isdigit():
@@ -96,8 +93,7 @@ def resolve_version(family: str, ref: str, timeout: float) -> VersionInfo:
         found = [info for info in versions if ref in info.aliases]
     if not found:
         aliases = sorted({alias for info in versions for alias in info.aliases})
-        raise APIError(
-            404,
+        raise VersionNotFound(
             f"{model_name(family)} has no version or alias {ref!r} (versions: "
             f"{', '.join(info.version for info in versions)}; aliases: {', '.join(aliases) or 'none'})",
         )
@@ -110,8 +106,10 @@ def resolve_version(family: str, ref: str, timeout: float) -> VersionInfo:
     responses={**_BAD_REF, **_UNAVAILABLE},
     summary="Families with a registered optimizer",
 )
-def list_registered(config: Settings = Depends(settings)) -> list[OptimizerFamilyOut]:
-    with registry_errors():
+def list_registered(
+    config: Settings = Depends(settings), runs: RunPlacement = Depends(run_placement)
+) -> list[OptimizerFamilyOut]:
+    with registry_errors(runs):
         families = registry_adapter.bounded(config.mlflow_request_timeout_seconds, list_families)
     return [OptimizerFamilyOut(**info.as_dict()) for info in families]
 
@@ -122,15 +120,17 @@ def list_registered(config: Settings = Depends(settings)) -> list[OptimizerFamil
     responses={**_BAD_REF, **_NOT_FOUND, **_UNAVAILABLE},
     summary="A family's registered versions, with metrics, and its champion",
 )
-def family_versions(family: str = Family, config: Settings = Depends(settings)) -> OptimizerVersionsOut:
-    with registry_errors():
+def family_versions(
+    family: str = Family, config: Settings = Depends(settings), runs: RunPlacement = Depends(run_placement)
+) -> OptimizerVersionsOut:
+    with registry_errors(runs):
         versions = registry_adapter.bounded(config.mlflow_request_timeout_seconds, list_versions, family)
     champion = next((info.version for info in versions if info.champion), None)
     return OptimizerVersionsOut(
         family=family,
         model_name=model_name(family),
         champion=champion,
-        champion_uri=f"models:/{model_name(family)}@{CHAMPION_ALIAS}" if champion else None,
+        champion_uri=champion_uri(family) if champion else None,
         versions=[version_out(info) for info in versions],
     )
 
@@ -142,16 +142,19 @@ def family_versions(family: str = Family, config: Settings = Depends(settings)) 
     summary="One version: metadata and the models:/ URI a pipeline loads",
 )
 def version_detail(
-    family: str = Family, ref: str = Ref, config: Settings = Depends(settings)
+    family: str = Family,
+    ref: str = Ref,
+    config: Settings = Depends(settings),
+    runs: RunPlacement = Depends(run_placement),
 ) -> OptimizerDetailOut:
     timeout = config.mlflow_request_timeout_seconds
-    info = resolve_version(family, ref, timeout)
-    with registry_errors():
+    info = resolve_version(family, ref, timeout, runs)
+    with registry_errors(runs):
         files = registry_adapter.bounded(timeout, registry_adapter.optimizer_files, family, info.version)
         run_metrics = registry_adapter.bounded(timeout, registry_adapter.run_metrics, info.run_id)
         metrics = {k: v for k, v in run_metrics.items() if k.startswith("eval.")}
     # An alias is what a pipeline should load: it follows promotions. A number pins one version.
-    load_uri = info.uri if ref.isdigit() or ref == "latest" else f"models:/{model_name(family)}@{ref}"
+    load_uri = info.uri if ref.isdigit() or ref == "latest" else alias_uri(family, ref)
     return OptimizerDetailOut(
         **version_out(info, metrics).model_dump(),
         requested=ref,
@@ -174,11 +177,16 @@ def version_detail(
     },
     summary="The optimizer's files as a zip (for jobs that cannot reach MLflow)",
 )
-def version_files(family: str = Family, ref: str = Ref, config: Settings = Depends(settings)) -> Response:
+def version_files(
+    family: str = Family,
+    ref: str = Ref,
+    config: Settings = Depends(settings),
+    runs: RunPlacement = Depends(run_placement),
+) -> Response:
     """Unzip into a folder and pass the folder to `load_optimizer` (no MLflow needed)."""
     timeout = config.mlflow_request_timeout_seconds
-    info = resolve_version(family, ref, timeout)
-    with registry_errors():
+    info = resolve_version(family, ref, timeout, runs)
+    with registry_errors(runs):
         files = registry_adapter.bounded(timeout, registry_adapter.optimizer_files, family, info.version)
     name = f"{model_name(family)}-v{info.version}.zip"
     return Response(
