@@ -155,9 +155,7 @@ class PhaseDisplay:
         if self.also is not None:
             self.also(progress)
         if progress.phase == PHASE_META_TRAINING:
-            return
-        if self.training is not None:
-            self.training.close()
+            return  # its bar closes itself when meta-training ends (TqdmProgress.on_end)
         if progress.phase == PHASE_EVALUATING:
             if self.evaluation is None:
                 from tqdm.auto import tqdm
@@ -172,6 +170,7 @@ class PhaseDisplay:
             print(f"{progress.describe()} …", file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Every bar closed, also one whose phase never began (e.g. a config refused first)."""
         if self.training is not None:
             self.training.close()
         if self.evaluation is not None:
