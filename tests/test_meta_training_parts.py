@@ -70,6 +70,16 @@ def test_meta_training_leaves_the_callers_rng_as_it_was_and_reproduces_from_its_
         assert torch.equal(value, second.net.state_dict()[name]), name
 
 
+@pytest.mark.cuda
+def test_meta_training_on_cuda_leaves_the_callers_cuda_rng_as_it_was():
+    torch.cuda.manual_seed(7)
+    before = torch.cuda.get_rng_state()
+    config = tiny_config(network=QUADRATIC_NET, meta_iterations=2, device="cuda")
+    result = meta_train(make_family("quadratic", {"dim": 3}), config)
+    assert result.device.startswith("cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
 class _Recorder(MetaTrainCallback):
     def __init__(self, events: list[str], end_error: Exception | None = None) -> None:
         self.events = events

@@ -18,9 +18,10 @@ from l2l_plugin.training.seeds import training_seed
 class RunState:
     """The net, its meta-optimizer, the counters, the best weights and the history.
 
-    Creating one seeds torch's global RNG with ``config.seed`` (the net's initial weights come
-    from it): ``meta_train`` does so inside ``torch.random.fork_rng``, so its caller's RNG is
-    left as it was.
+    Creating one seeds torch's global CPU generator with ``config.seed`` (the net's initial
+    weights come from it; they are drawn on the CPU, whatever the device): ``meta_train`` does so
+    inside ``torch.random.fork_rng``, so its caller's RNG is left as it was. CUDA's generators
+    are not touched (nothing in a run draws from them).
     """
 
     def __init__(self, family: TaskFamily, config: MetaTrainConfig, device: torch.device, ranks: Ranks) -> None:
@@ -28,7 +29,7 @@ class RunState:
         self.config = config
         self.device = device
         self.ranks = ranks
-        torch.manual_seed(config.seed)
+        torch.random.default_generator.manual_seed(config.seed)
         self.net = LSTMOptimizerNet(config.network).to(device)
         self.meta_optimizer = torch.optim.Adam(self.net.parameters(), lr=config.meta_lr)
         self.iteration = 0
