@@ -66,8 +66,9 @@ def postgres_url() -> Iterator[str]:
     if bin_dir is None:
         pytest.skip("no PostgreSQL binaries (pg_ctl on PATH or /usr/lib/postgresql/*/bin): apt-get install postgresql")
     user = _server_user()
-    # Not under pytest's tmp_path: that is private to the current user, the server may be another.
-    folder = Path(tempfile.mkdtemp(prefix="l2l-pg-"))
+    # Not under pytest's tmp_path (private to the current user; the server may be another), and
+    # for another user in /tmp itself: $TMPDIR may sit in a folder that user cannot enter.
+    folder = Path(tempfile.mkdtemp(prefix="l2l-pg-", dir="/tmp" if user is not None else None))
     data, log, password_file = folder / "data", folder / "server.log", folder / "password"
     password_file.write_text(PASSWORD)
     if user is not None:
