@@ -169,12 +169,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="connections for the GETs (POST: half)")
     parser.add_argument("--generator", choices=["auto", "ab", "python"], default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a service setting for both services (e.g. L2L_API_WORKER_NICENESS=0); repeatable",
+    )
     args = parser.parse_args()
     generator = args.generator if args.generator != "auto" else ("ab" if shutil.which("ab") else "python")
     root = Path(tempfile.mkdtemp(prefix="l2l-load-"))
     data = root / "data"
     empty_mlflow_store(data / "mlflow")
     env = {"L2L_API_MAX_QUEUED": "1000000", "L2L_API_JOB_TIMEOUT_SECONDS": "7200"}
+    env.update(assignment.split("=", 1) for assignment in args.env)
     results: list[dict[str, Any]] = []
     print(f"generator: {generator}; load before: {os.getloadavg()}", flush=True)
 
@@ -205,6 +210,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "generator": generator,
         "seconds_per_scenario": args.seconds,
+        "service_env": env,
         "machine": machine_info(),
         "load_average_after": os.getloadavg(),
         "results": results,

@@ -239,3 +239,10 @@ def test_publishing_waits_for_the_champion_lock(client) -> None:
     done = finished(client, job["id"])
     assert done["state"] == "succeeded", done
     store.dispose()
+
+
+def test_workers_run_below_the_service_priority(client) -> None:
+    """L2L_API_WORKER_NICENESS (10): meta-training yields the CPU to the HTTP process."""
+    worker = wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
+    pid = worker["workers"]["processes"][0]["pid"]
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         2, ge=0, description="Service restarts a running job survives (resumed from its checkpoint)."
     )
     poll_seconds: float = Field(0.5, gt=0, le=10, description="How often an idle worker looks for a job.")
+    worker_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Added to the workers' nice value: meta-training is batch work, and on a busy CPU "
+        "the HTTP process answering requests goes first (0: same priority as the service).",
+    )
     min_free_disk_mb: float = Field(
         200.0,
         ge=0,

@@ -75,6 +75,17 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def lower_priority(pid: int | None, niceness: int) -> None:
+    """Raise a just-started worker's nice value by ``niceness`` (its threads and children, started
+    later, inherit it), so meta-training yields the CPU to requests on a busy machine."""
+    if pid is None or niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+    except OSError as exc:  # gone already, or not allowed: it runs at the service's priority
+        logger.warning("could not lower the priority of worker pid %s: %s", pid, exc)
+
+
 class WorkerPool:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
@@ -175,6 +186,7 @@ class WorkerPool:
             slot.process = process
             slot.cause = cause
             slot.started = time.monotonic()
+        lower_priority(process.pid, self.settings.worker_niceness)
         logger.info("worker %d started (pid %s)", slot.index, process.pid)
 
     def _worker_died(self, slot: _Slot, process: BaseProcess) -> None:
