@@ -264,12 +264,12 @@ def test_unknown_family_on_post_is_404_and_nothing_is_imported(client) -> None:
 
 
 def test_a_broken_family_on_post_is_409(client, monkeypatch) -> None:
-    from l2l_api import jobs
+    from l2l_api import job_requests
 
     def broken(name: str):
         raise FamilyLoadError(f"task family {name!r} is installed but broken: ImportError: x")
 
-    monkeypatch.setattr(jobs, "get_family", broken)
+    monkeypatch.setattr(job_requests, "get_family", broken)
     response = client.post("/meta-train", json=tiny_request(), headers=auth())
     assert response.status_code == 409
     assert "installed but broken" in response.json()["detail"]

@@ -9,7 +9,6 @@ traceback and answered with a 500 that only carries an id to find it in the log.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -73,18 +71,6 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
     return Response(
         to_json(content, inf_nan_mode="null"), status_code=status_code, headers=headers, media_type="application/json"
     )
-
-
-def field_errors(exc: ValidationError, *prefix: str) -> list[dict[str, Any]]:
-    """A pydantic error list in FastAPI's 422 format, located under ``prefix`` in the body.
-
-    Through pydantic's own JSON so the error context (which may hold exception objects) is
-    serialisable; URLs to pydantic's docs are left out.
-    """
-    errors = json.loads(exc.json(include_url=False))
-    for error in errors:
-        error["loc"] = [*prefix, *error.get("loc", [])]
-    return errors
 
 
 def answer_for(exc: Exception) -> HTTPAnswer | None:
