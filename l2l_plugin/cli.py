@@ -29,7 +29,7 @@ from l2l_plugin.pipeline import (
     write_evaluation,
 )
 from l2l_plugin.text import table
-from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress, TqdmProgress
+from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress, MetaTrainResult, TqdmProgress
 from l2l_plugin.training.distributed import current_ranks, launched_as_rank, process_group_from_env
 from l2l_plugin.training.distributed.launch import LaunchError, add_launch_arguments, launch, wants_launch
 from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET
@@ -138,6 +138,12 @@ class _MetaTrainingBar(TqdmProgress):
             self.bar.write(f"resumed from the checkpoint at meta-iteration {progress.iteration - 1}", file=sys.stderr)
         self.first = False
         super().on_iteration(progress)
+
+    def on_end(self, outcome: MetaTrainResult | BaseException) -> None:
+        if not self.quiet:
+            # Drawn at least once: a run shorter than the bar's redraw interval still shows its end.
+            self.bar.refresh()
+        super().on_end(outcome)
 
 
 class PhaseDisplay:
