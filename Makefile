@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/l2l demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from machine import machine_info  # noqa: E402
-from test_api_support import LiveService, TOKEN, empty_mlflow_store, tiny_request, wait_for  # noqa: E402
+from test_api_support import TOKEN, LiveService, empty_mlflow_store, tiny_request, wait_for  # noqa: E402
 
 FAMILY = "quadratic"
 LONG_JOB = {"meta_iterations": 20000, "checkpoint_every": 1000, "validation_every": 10000, "max_seconds": 3000}

@@ -37,7 +37,6 @@ from machine import machine_info  # noqa: E402
 from quality import add_recipe_arguments, benchmark_family, report_row  # noqa: E402
 
 
-
 def _train_and_evaluate(family: TaskFamily, name: str, config: MetaTrainConfig, out: Path) -> tuple[dict[str, Any], EvaluationReport]:
     started = time.monotonic()
     result = meta_train(family, config, checkpoint_dir=out / "checkpoint")

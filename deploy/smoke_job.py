@@ -58,7 +58,9 @@ class Service:
             except urllib.error.HTTPError as error:
                 wait = float(error.headers.get("Retry-After") or 5)
                 if error.code != 503 or time.monotonic() - started + wait > limit:
-                    raise SystemExit(f"smoke_job: POST {path} answered {error.code}: {error.read().decode()[:500]}")
+                    raise SystemExit(
+                        f"smoke_job: POST {path} answered {error.code}: {error.read().decode()[:500]}"
+                    ) from None
                 retries += 1
                 say(f"POST {path}: 503, retrying in {wait:.0f} s ({error.read().decode()[:200]})")
                 time.sleep(wait)

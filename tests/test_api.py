@@ -239,7 +239,6 @@ def test_a_gpu_request_on_a_machine_without_one_is_422(client) -> None:
 def test_the_service_budget_applies_when_no_time_limit_is_set() -> None:
     from l2l_api.limits import effective_overrides
     from l2l_api.settings import Settings
-
     from l2l_plugin.training import MetaTrainConfig
 
     settings = Settings(max_train_seconds=120)
@@ -543,8 +542,9 @@ def test_optimizer_endpoints_without_registered_versions(client) -> None:
 
 
 def test_optimizer_endpoints_when_mlflow_fails(client, monkeypatch) -> None:
-    from l2l_api.routes import optimizers as optimizers_route
     from mlflow.exceptions import MlflowException
+
+    from l2l_api.routes import optimizers as optimizers_route
 
     def failing(error: Exception):
         def call(*args, **kwargs):

@@ -11,11 +11,12 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
-from l2l_api.app import create_app  # noqa: E402
-from l2l_api.settings import Settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.python.asgi import shutdown_lifespans  # noqa: E402
 from test_api_support import TOKEN, auth, isolated_mlflow  # noqa: E402
+
+from l2l_api.app import create_app  # noqa: E402
+from l2l_api.settings import Settings  # noqa: E402
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import TINY_META
 
 FAMILY = "quadratic"
@@ -43,8 +44,9 @@ def tiny_request(**changes: Any) -> dict[str, Any]:
 def reset_mlflow_uris() -> None:
     """Forget tracking/registry URIs an earlier test set in this process."""
     import mlflow
-    from l2l_registry import store as store_module
     from mlflow.tracking._model_registry import utils
+
+    from l2l_registry import store as store_module
 
     mlflow.set_tracking_uri(None)
     store_module._applied_default = None
@@ -111,6 +113,7 @@ def isolated_mlflow(directory: Path) -> Iterator[None]:
 def api_client(data_dir: Path, **settings: Any) -> Iterator[Any]:
     """A TestClient over a fresh app (its lifespan runs: job store, recovery, worker pool)."""
     from fastapi.testclient import TestClient
+
     from l2l_api.app import create_app
     from l2l_api.settings import Settings
 

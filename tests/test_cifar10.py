@@ -4,7 +4,6 @@ the evaluation, the registry (embedded MLflow in tmp) and back into a training l
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mlflow import MlflowClient
+from test_mnist_families import _write_cifar_dir  # the Python-2-pickle batches of the real files
 
-from helpers import TINY_META
+from l2l_mnist_conv import load_cifar10
 from l2l_plugin import LearnedOptimizer, make_family
 from l2l_plugin.cli import main as l2l_main
-from l2l_mnist_conv import load_cifar10
 from l2l_registry import conventions as c
 from l2l_registry import load_optimizer
 from l2l_registry import store as store_module
-from test_mnist_families import _write_cifar_dir  # the Python-2-pickle batches of the real files
+
+from helpers import TINY_META
 
 # The smallest conv net the family builds on 32×32 colour images: seconds per meta-iteration.
 TINY_CIFAR = {

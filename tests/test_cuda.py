@@ -8,12 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_config, untrained_optimizer
 from l2l_plugin import LearnedOptimizer, make_family
 from l2l_plugin.artifacts import TrainedOptimizer
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.training import meta_train
+
+from helpers import tiny_config, untrained_optimizer
 
 pytestmark = pytest.mark.cuda
 

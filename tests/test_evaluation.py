@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from helpers import TINY_META
 from l2l_plugin import make_family
 from l2l_plugin.cli import main as cli_main
 from l2l_plugin.evaluation import LEARNED, evaluate, learning_rate_grid
 from l2l_plugin.evaluation.baselines import baseline_factory, run_baseline
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
 from l2l_plugin.training import EvaluationConfig
+
+from helpers import TINY_META
 
 CPU = torch.device("cpu")
 QUADRATIC_META = json.dumps({"preprocess_p": None, "loss_input": True})

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_META
 from test_api_support import isolated_mlflow
 
 from l2l_plugin.training.presets import deep_merge
 from l2l_registry import OptimizerNotFoundError, load_optimizer, load_trained, meta_train_and_register, promote
 from l2l_registry.local_store import FAST_LOAD_ENV, local_optimizer_dir
+
+from helpers import TINY_META
 
 FAMILY = "quadratic"
 MODEL = f"l2l-{FAMILY}"

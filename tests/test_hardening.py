@@ -325,6 +325,24 @@ def test_every_first_party_family_declares_a_cost_and_its_defaults_fit_the_caps(
     assert "quadratic" in discover_families()
 
 
+def test_the_caps_count_the_optimizers_own_state_and_work() -> None:
+    """An NTM-BFGS memory of 64 slots × 8 write heads is ~4 kB per coordinate: the same family
+    config that fits with the LSTM is refused once the optimizer's memory is counted."""
+    from l2l_api.limits import cost_errors
+    from l2l_api.settings import Settings
+    from l2l_plugin.families import make_family
+    from l2l_plugin.pipeline import resolve_meta_train_config
+
+    family = make_family("quadratic", {"dim": 64, "num_functions": 64})
+    settings = Settings(max_task_memory_mb=512)
+    lstm = resolve_meta_train_config(family, {})
+    memory = {"kind": "ntm_bfgs", "memory": {"slots": 64, "write_heads": 8}}
+    ntm = resolve_meta_train_config(family, {"network": {**lstm.network.model_dump(), **memory}})
+    assert cost_errors(family, lstm, settings) == []
+    (error,) = cost_errors(family, ntm, settings)
+    assert "bytes of optimizer state" in error["msg"]
+
+
 def test_a_family_config_that_would_allocate_hundreds_of_gb_is_422(client) -> None:
     body = tiny_request(family_config={"dim": 4096, "num_functions": 4096})
     response = client.post("/meta-train", json=body, headers=auth())

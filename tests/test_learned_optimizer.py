@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import tiny_config
 from l2l_plugin import LearnedOptimizer, load_trained_optimizer, make_family
 from l2l_plugin.artifacts import (
     MANIFEST_NAME,
@@ -22,6 +21,8 @@ from l2l_plugin.artifacts import (
 )
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
 from l2l_plugin.optimizer.rollout import run_learned
+
+from helpers import tiny_config
 
 
 def _trained(network: dict | None = None, seed: int = 0) -> TrainedOptimizer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TwoKindFamily, tiny_config
 
 from l2l_plugin import make_family
 from l2l_plugin.training import (
@@ -15,6 +14,8 @@ from l2l_plugin.training import (
 )
 from l2l_plugin.training.checkpoint import CHECKPOINT_NAME
 from l2l_plugin.training.seeds import held_out_seeds, training_seed, validation_seeds
+
+from helpers import TwoKindFamily, tiny_config
 
 QUADRATIC_NET = {"preprocess_p": None, "loss_input": True, "output_scale": 0.1}
 

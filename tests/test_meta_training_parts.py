@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from helpers import TwoKindFamily, tiny_config
 
 from l2l_plugin import make_family
 from l2l_plugin.families import Task, TaskFamily
@@ -23,6 +22,8 @@ from l2l_plugin.training import (
 )
 from l2l_plugin.training.best_weights import BestWeights
 from l2l_plugin.training.unroll import truncation_meta_loss
+
+from helpers import TwoKindFamily, tiny_config
 
 QUADRATIC_NET = {"preprocess_p": None, "loss_input": True, "output_scale": 0.1}
 

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch.func import functional_call
 
-from l2l_plugin import check_family, discover_families, make_family
-from l2l_plugin.cli import main as cli_main
 from l2l_mnist_conv import Cifar10DataError, MnistConvFamily, load_cifar10
 from l2l_mnist_data import ENV_VAR, MnistDataError, encode_idx, load_mnist, packaged_data_dir
 from l2l_mnist_mlp import MnistMlpFamily
+from l2l_plugin import check_family, discover_families, make_family
+from l2l_plugin.cli import main as cli_main
 
 TINY_MLP = {"hidden_sizes": [8], "batch_size": 16, "eval_size": 256}
 TINY_CONV = {"conv_channels": [4, 4], "kernel_size": 3, "hidden_sizes": [8], "batch_size": 8, "eval_size": 64}

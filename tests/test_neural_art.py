@@ -10,11 +10,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from helpers import TINY_META
-from l2l_plugin import check_family, discover_families, make_family
-from l2l_plugin.cli import main as l2l_main
-from l2l_plugin.families import seeded_generator
-from l2l_neural_art.family import STYLE_STREAM
 from l2l_neural_art import (
     HELD_OUT_STYLES,
     STYLES,
@@ -25,8 +20,14 @@ from l2l_neural_art import (
     random_filters,
     style_image,
 )
+from l2l_neural_art.family import STYLE_STREAM
+from l2l_plugin import check_family, discover_families, make_family
+from l2l_plugin.cli import main as l2l_main
+from l2l_plugin.families import seeded_generator
 from l2l_registry import load_optimizer
 from l2l_registry import store as store_module
+
+from helpers import TINY_META
 
 # 16×16 images, two small filter banks: milliseconds per step.
 TINY = {"resolution": 16, "kernel_sizes": [3, 5], "channels": 4}

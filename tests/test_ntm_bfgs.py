@@ -11,7 +11,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from helpers import TINY_META, untrained_optimizer
 from l2l_plugin import LearnedOptimizer
 from l2l_plugin.artifacts import MANIFEST_NAME, load_trained_optimizer, save_trained_optimizer
 from l2l_plugin.families import get_family
@@ -21,6 +20,8 @@ from l2l_plugin.optimizer.cost import state_bytes_per_coordinate, step_work_per_
 from l2l_plugin.optimizer.memory import MemoryTooLargeError
 from l2l_plugin.optimizer.network import Segments
 from l2l_plugin.optimizer.rollout import OptimizeeBatch
+
+from helpers import TINY_META, untrained_optimizer
 
 NTM = {"kind": "ntm_bfgs", "memory": {"slots": 3, "read_heads": 2, "write_heads": 2}}
 

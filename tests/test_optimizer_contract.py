@@ -9,9 +9,10 @@ import io
 import pytest
 import torch
 
-from helpers import untrained_optimizer
 from l2l_plugin import LearnedOptimizer
 from l2l_plugin.artifacts import TrainedOptimizer
+
+from helpers import untrained_optimizer
 
 MOMENTS = {"momentum_decays": [0.9, 0.5], "normalized_gradient": True}
 NETWORKS = {

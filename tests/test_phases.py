@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import TINY_META, meta_args
 from test_api_support import isolated_mlflow
 
 from l2l_plugin.cli import main as l2l_main
@@ -17,6 +16,8 @@ from l2l_plugin.families import get_family
 from l2l_plugin.pipeline import PhaseProgress, meta_train_and_evaluate
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingDiverged
 from l2l_plugin.training.presets import LIBRARY_DEFAULT_PRESET, deep_merge
+
+from helpers import TINY_META, meta_args
 
 FAMILY = "quadratic"
 FAMILY_CONFIG = {"dim": 3}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from helpers import TINY_META, TwoKindFamily
-
 from l2l_plugin import make_family
 from l2l_plugin.pipeline import evaluate_trained, meta_train_and_evaluate, resolve_meta_train_config
+
+from helpers import TINY_META, TwoKindFamily
 
 TINY = {**TINY_META, "meta_iterations": 2, "evaluation": {**TINY_META["evaluation"], "baselines": ["sgd"]}}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_META, meta_args
 from test_api_support import isolated_mlflow
 
 from l2l_plugin import TrainedOptimizer, load_trained_optimizer
@@ -23,6 +22,8 @@ from l2l_plugin.pipeline import meta_train_and_evaluate
 from l2l_plugin.text import clip, table
 from l2l_plugin.training.presets import deep_merge
 
+from helpers import TINY_META, meta_args
+
 FAMILY = "quadratic"
 META = deep_merge(TINY_META, {"meta_iterations": 3, "evaluation": {"baselines": ["sgd"]}})
 
@@ -32,11 +33,10 @@ META = deep_merge(TINY_META, {"meta_iterations": 3, "evaluation": {"baselines": 
 
 def _user_facing_errors() -> list[tuple[type[BaseException], tuple[type[BaseException], ...], int]]:
     """(class, the bases it had before L2LError, exit code of a CLI stopping on it)."""
+    from l2l_api.registry_adapter import MlflowTimeout
     from l2l_mnist_conv.cifar10 import Cifar10DataError
     from l2l_mnist_data import IdxFormatError
     from l2l_mnist_data.loader import MnistDataError
-
-    from l2l_api.registry_adapter import MlflowTimeout
     from l2l_plugin.artifacts import OptimizerFilesError
     from l2l_plugin.families import FamilyLoadError, UnknownFamilyError
     from l2l_plugin.patterns import UnsafePatternError
@@ -218,9 +218,9 @@ def test_the_geometric_mean_ranks_a_diverged_instance_last() -> None:
 
 
 def test_validation_scores_the_geometric_mean_by_the_same_rule() -> None:
-    from helpers import tiny_config
-
     from l2l_plugin.training.validation import validation_score
+
+    from helpers import tiny_config
 
     config = tiny_config(validation_metric="final_loss_geomean")
     curves = torch.tensor([[3.0, 1.0], [3.0, 4.0]])

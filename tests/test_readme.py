@@ -59,11 +59,11 @@ def test_the_stochastic_example_conforms_and_draws_its_batches_from_seed_and_ste
 
 def test_the_stochastic_example_meta_trains_with_its_defaults():
     """Its meta_train_defaults are valid settings (preset l2l beneath them), and a run works."""
-    from helpers import TINY_META
-
     from l2l_plugin.evaluation import evaluate
     from l2l_plugin.training import MetaTrainConfig, meta_train
     from l2l_plugin.training.presets import deep_merge, meta_train_recipe
+
+    from helpers import TINY_META
 
     family_class = _regression_family()
     resolved = MetaTrainConfig.model_validate(meta_train_recipe(family_class.meta_train_defaults, None))

@@ -22,7 +22,6 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from helpers import TINY_META
 from l2l_plugin import LearnedOptimizer, load_trained_optimizer
 from l2l_plugin.cli import main as l2l_main
 from l2l_plugin.pipeline import deep_merge, meta_train_and_evaluate
@@ -41,6 +40,8 @@ from l2l_registry import (
 )
 from l2l_registry import conventions as c
 from l2l_registry import store as store_module
+
+from helpers import TINY_META
 
 FAMILY = "quadratic"
 FAMILY_CONFIG = {"dim": 3}

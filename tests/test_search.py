@@ -15,13 +15,14 @@ import pytest
 pytest.importorskip("optuna")
 
 import optuna  # noqa: E402
-from helpers import TINY_META  # noqa: E402
-from l2l_quadratic import QuadraticFamily  # noqa: E402
 
 from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, MetaTrainProgress, meta_train  # noqa: E402
+from l2l_quadratic import QuadraticFamily  # noqa: E402
 from l2l_registry.search.space import SearchSpace, SearchSpaceError  # noqa: E402
 from l2l_registry.search.spec import SearchSpec  # noqa: E402
 from l2l_registry.search.study import DEFAULTS_ATTR, RecipeSearch  # noqa: E402
+
+from helpers import TINY_META  # noqa: E402
 
 FAMILY_CONFIG = {"dim": 4}
 # Iteration-bound trials (the time cap never binds), so a trial's score can be reproduced.

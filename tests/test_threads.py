@@ -7,10 +7,11 @@ import os
 import pytest
 import torch
 
-from helpers import tiny_config
 from l2l_plugin import make_family
 from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress, meta_train
 from l2l_plugin.training.threads import COORDINATES_PER_THREAD, auto_threads, available_cores, cpu_threads
+
+from helpers import tiny_config
 
 CORES = len(os.sched_getaffinity(0))
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_config
 from pydantic import ValidationError
 
 from l2l_plugin import make_family
@@ -21,6 +20,8 @@ from l2l_plugin.training.distribution import (
     scaled_stack,
 )
 from l2l_plugin.training.unroll import unroll_lengths
+
+from helpers import tiny_config
 
 RICH_NET = {"preprocess_p": None, "momentum_decays": [0.9, 0.5], "normalized_gradient": True, "update": "nominal",
             "nominal_lr": 0.05, "progress_horizon": 10}

@@ -11,6 +11,7 @@ from typing import Any
 
 from l2l_api.settings import Settings
 from l2l_plugin.families import TaskFamily
+from l2l_plugin.optimizer.cost import state_bytes_per_coordinate, step_work_per_coordinate
 from l2l_plugin.patterns import UnsafePatternError, check_group_pattern
 from l2l_plugin.training import MetaTrainConfig
 
@@ -123,11 +124,6 @@ def non_finite_errors(value: Any, *where: Any) -> list[dict[str, Any]]:
     return []
 
 
-# The LSTM's multiply-adds per coordinate and step, for a default-sized network (2 layers of 20):
-# evaluation work counts it beside the family's own.
-LSTM_WORK_PER_COORDINATE = 8 * 20 * (20 + 20) * 2
-
-
 def cost_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings) -> list[dict[str, Any]]:
     """The family's declared cost (TaskFamily.cost) against the service's caps; none declared: none."""
     cost = family.cost()
@@ -136,12 +132,14 @@ def cost_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings)
     prefix = settings.model_config["env_prefix"]
     evaluation = config.evaluation
     tasks_at_once = max(config.meta_batch_size, config.validation_tasks, evaluation.test_tasks, evaluation.tuning_tasks)
-    memory_mb = cost.memory_floats * 4 * tasks_at_once / 2**20
+    # The optimizer's own state (h, c, moments, NTM-BFGS's memory) lives beside every task's.
+    optimizer_bytes = cost.coordinates * state_bytes_per_coordinate(config.network)
+    memory_mb = (cost.memory_floats * 4 + optimizer_bytes) * tasks_at_once / 2**20
     errors = []
     if memory_mb > settings.max_task_memory_mb:
         message = (
             f"this config needs about {memory_mb:,.0f} MB for {tasks_at_once} tasks at once "
-            f"({cost.memory_floats:,} floats per task), above this service's limit of "
+            f"({cost.memory_floats:,} floats per task, {optimizer_bytes:,} bytes of optimizer state), above this service's limit of "
             f"{settings.max_task_memory_mb:g} MB (set by {prefix}MAX_TASK_MEMORY_MB)"
         )
         errors.append(_limit_error([], message, cost.memory_floats, settings.max_task_memory_mb, "family_config"))
@@ -153,7 +151,7 @@ def cost_errors(family: TaskFamily, config: MetaTrainConfig, settings: Settings)
         runs = evaluation.test_tasks * (1 + baselines) + evaluation.tuning_tasks * baselines * len(
             learning_rate_grid(evaluation)
         )
-        work = (cost.step_work + cost.coordinates * LSTM_WORK_PER_COORDINATE) * steps * runs
+        work = (cost.step_work + cost.coordinates * step_work_per_coordinate(config.network)) * steps * runs
         if work > settings.max_evaluation_work:
             message = (
                 f"evaluating this config costs about {work:.3g} multiply-adds ({runs} runs of "

@@ -167,8 +167,9 @@ def stop_reason_of_run(run_id: str) -> str | None:
 @quiet
 def optimizer_files(family: str, version: str) -> dict[str, bytes]:
     """The optimizer's own files (``optimizer.json``, ``weights.safetensors``) of a model version."""
-    from l2l_registry.loading import find_optimizer_dir
     from mlflow.artifacts import download_artifacts
+
+    from l2l_registry.loading import find_optimizer_dir
 
     store = configure()
     with tempfile.TemporaryDirectory(prefix="l2l-api-files-") as tmp:

@@ -7,8 +7,8 @@ check between meta-iterations elsewhere), so a killed service never leaves a job
 
 from __future__ import annotations
 
-import errno
 import dataclasses
+import errno
 import logging
 import os
 import signal

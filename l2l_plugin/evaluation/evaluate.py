@@ -138,7 +138,9 @@ def evaluate(
     for name in config.baselines:
         tuned = tune_learning_rate(name, family, config, steps, device)
         factory = baseline_factory(name, config.nag_momentum)
-        curves, eval_losses = on_held_out(lambda stack: run_baseline(factory, stack, [tuned.lr], steps, device), 1)
+        curves, eval_losses = on_held_out(
+            lambda stack, factory=factory, lr=tuned.lr: run_baseline(factory, stack, [lr], steps, device), 1
+        )
         results[name] = OptimizerResult.from_curves(
             curves[0],
             None if eval_losses is None else eval_losses[0],

@@ -77,7 +77,7 @@ def _check_stack(
     _require(stacked_losses.shape == (len(seeds),), f"losses() has shape {tuple(stacked_losses.shape)}")
     _require(
         torch.allclose(stacked_losses.detach(), torch.stack(losses), rtol=1e-4, atol=1e-6),
-        f"sample_stack losses {stacked_losses.tolist()} differ from sample's {[float(l) for l in losses]}",
+        f"sample_stack losses {stacked_losses.tolist()} differ from sample's {[float(loss) for loss in losses]}",
     )
 
 
@@ -164,7 +164,7 @@ def check_family(family: TaskFamily, seeds: Sequence[int] = (0, 1), device: str 
     _check_cost(family, first_params[0])
 
     distinct = any(
-        not (_same_params(first_params[0], p) and torch.equal(first_losses[0], l))
-        for p, l in zip(first_params[1:], first_losses[1:])
+        not (_same_params(first_params[0], p) and torch.equal(first_losses[0], loss))
+        for p, loss in zip(first_params[1:], first_losses[1:])
     )
     _require(distinct, f"seeds {list(seeds)} all give the same task")

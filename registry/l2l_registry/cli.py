@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 from l2l_plugin.cli import parse_assignments, trainer_on_terminal
 from l2l_plugin.training.distributed import current_ranks
-
 from l2l_registry.demo import add_demo_arguments, run_demo
 from l2l_registry.display import announce_publishing, families_table, print_publish_result, versions_table
 

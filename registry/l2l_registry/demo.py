@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from l2l_plugin.cli import parse_assignments, trainer_on_terminal
-
 from l2l_registry.conventions import champion_uri
 from l2l_registry.display import announce_publishing, print_publish_result
 

@@ -33,7 +33,6 @@ from l2l_plugin.loss_stats import beats
 from l2l_plugin.optimizer.rollout import run_learned
 from l2l_plugin.paths import user_cache_dir
 from l2l_plugin.training import cpu_threads
-
 from l2l_registry.redaction import redact
 from l2l_registry.store import Store
 

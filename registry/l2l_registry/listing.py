@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from l2l_plugin.optimizer.cost import CostProfile
 from pydantic import ValidationError
 
+from l2l_plugin.optimizer.cost import CostProfile
 from l2l_registry.conventions import (
     CHAMPION_ALIAS,
     EVAL_METRIC_PREFIX,

@@ -26,7 +26,6 @@ from urllib.parse import unquote, urlparse
 
 from l2l_plugin import LearnedOptimizer, TrainedOptimizer, load_trained_optimizer
 from l2l_plugin.artifacts import MANIFEST_NAME, WEIGHTS_NAME
-
 from l2l_registry.conventions import MODEL_PREFIX, OPTIMIZER_ARTIFACT
 from l2l_registry.errors import FamilyMismatchWarning, OptimizerNotFoundError, RegistryError, is_not_found
 from l2l_registry.local_store import local_optimizer_dir

@@ -24,7 +24,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from l2l_plugin.artifacts import MANIFEST_NAME
-
 from l2l_registry.conventions import OPTIMIZER_ARTIFACT
 from l2l_registry.store import Store, embedded_store, resolve_store
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version as dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 
 from l2l_plugin.evaluation import EvaluationReport
 from l2l_plugin.evaluation.report import LEARNED
 from l2l_plugin.pipeline import MetaTrainOutcome
 from l2l_plugin.text import clip
-
 from l2l_registry.conventions import (
     CHAMPION_ALIAS,
     MAX_TAG_LENGTH,

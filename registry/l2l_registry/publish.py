@@ -20,7 +20,6 @@ from l2l_plugin.cli import Trainer
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.pipeline import MetaTrainOutcome, PhaseHook, PhaseProgress, meta_train_and_evaluate
 from l2l_plugin.training import MetaTrainCallback
-
 from l2l_registry.model_version import PublishResult
 from l2l_registry.store import Store
 from l2l_registry.tracked_run import MetaTrainingRun

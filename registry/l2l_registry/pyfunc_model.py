@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from l2l_plugin import LearnedOptimizer, TrainedOptimizer, load_trained_optimizer
 from l2l_plugin.artifacts import OptimizerManifest
-
 from l2l_registry.conventions import OPTIMIZER_ARTIFACT
 
 

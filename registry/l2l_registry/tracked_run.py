@@ -28,7 +28,6 @@ from l2l_plugin.pipeline import (
 )
 from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
-
 from l2l_registry.conventions import (
     CHAMPION_ALIAS,
     MAX_TAG_LENGTH,

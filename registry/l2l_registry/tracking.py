@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from l2l_plugin.evaluation import EvaluationReport
 from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainProgress
-
 from l2l_registry.conventions import (
     EVAL_METRIC_PREFIX,
     METRIC_BEST_VALIDATION_LOSS,

@@ -18,8 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from l2l_api import __version__, registry_adapter
 from l2l_api.db import JobState, JobStore
 from l2l_api.deps import pool, run_placement, settings, store
-from l2l_api.run_creation import RunPlacement
 from l2l_api.disk import disk_free_mb
+from l2l_api.run_creation import RunPlacement
 from l2l_api.schemas import DiskHealth, HealthOut, MlflowHealth, QueueHealth, WorkerHealth, WorkersHealth
 from l2l_api.security import bearer, presents_token
 from l2l_api.settings import Settings

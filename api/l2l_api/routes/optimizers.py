@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Depends, Path, Response
-from l2l_registry import VersionInfo, list_families, list_versions, model_name
-from l2l_registry.conventions import alias_uri, champion_uri
 
 from l2l_api import registry_adapter
 from l2l_api.deps import run_placement, settings
@@ -24,6 +22,8 @@ from l2l_api.schemas import (
 from l2l_api.service_errors import MlflowUnavailable, VersionNotFound
 from l2l_api.settings import Settings
 from l2l_plugin.errors import L2LError
+from l2l_registry import VersionInfo, list_families, list_versions, model_name
+from l2l_registry.conventions import alias_uri, champion_uri
 
 router = APIRouter(prefix="/optimizers", tags=["optimizers"])
 
@@ -42,8 +42,9 @@ def registry_errors(runs: RunPlacement) -> Iterator[None]:
     """MLflow's own exceptions as the service's errors: not there (404) or unreachable (503),
     never a traceback. The registry's errors (L2LError) pass as they are. An unreachable MLflow
     is also news for POST: it creates jobs' runs itself until one is created."""
-    from l2l_registry.errors import is_not_found
     from mlflow.exceptions import MlflowException
+
+    from l2l_registry.errors import is_not_found
 
     try:
         yield

@@ -18,9 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from l2l_plugin.errors import L2LError
-
 from l2l_mnist_data import ImageSet, canonical_device, load_numpy_pickle
+from l2l_plugin.errors import L2LError
 
 Split = Literal["train", "test"]
 

@@ -8,11 +8,10 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from l2l_plugin.families import TaskCost, TaskFamily
-from l2l_mnist_data import ClassificationTask, load_mnist, mnist_image_set, resolve_root
-
 from l2l_mnist_conv.cifar10 import cifar10_image_set, find_cifar10_dir, load_cifar10
 from l2l_mnist_conv.network import Activation, ConvNet, conv_net_params, pooled_size
+from l2l_mnist_data import ClassificationTask, load_mnist, mnist_image_set, resolve_root
+from l2l_plugin.families import TaskCost, TaskFamily
 
 Dataset = Literal["mnist", "cifar10"]
 # (channels, side) of each data set's images.

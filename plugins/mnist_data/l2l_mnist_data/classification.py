@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from l2l_plugin.families import LoopedTaskStack, Params, Task, seeded_generator
-
 from l2l_mnist_data.image_set import ImageSet, canonical_device
+from l2l_plugin.families import LoopedTaskStack, Params, Task, seeded_generator
 
 ImageSource = Callable[[torch.device], ImageSet]
 """The images of one split on a given device (cached by the caller; called once per device)."""

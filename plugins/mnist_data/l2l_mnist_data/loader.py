@@ -13,9 +13,8 @@ from typing import Literal
 
 import torch
 
-from l2l_plugin.errors import L2LError
-
 from l2l_mnist_data.idx import IdxFormatError, decode_idx
+from l2l_plugin.errors import L2LError
 
 Split = Literal["train", "test"]
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import functools
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from l2l_plugin.families import Params, TaskCost, TaskFamily
 from l2l_mnist_data import ClassificationStack, ClassificationTask, load_mnist, mnist_image_set, resolve_root
-
 from l2l_mnist_mlp.network import MLP, Activation
+from l2l_plugin.families import Params, TaskCost, TaskFamily
 
 PIXELS = 28 * 28
 CLASSES = 10

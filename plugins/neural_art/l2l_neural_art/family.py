@@ -13,10 +13,9 @@ from typing import Annotated, Any, ClassVar
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from l2l_plugin.families import Params, Task, TaskCost, TaskFamily, TaskStack, seeded_generator
-
 from l2l_neural_art.features import features, gram
 from l2l_neural_art.images import TRAINING_STYLES, StyleName, content_image, style_image
+from l2l_plugin.families import Params, Task, TaskCost, TaskFamily, TaskStack, seeded_generator
 
 # Streams of a task's seed: what is drawn for the style, the content and the starting image.
 STYLE_STREAM, CONTENT_STREAM, START_STREAM = 1, 2, 3

@@ -14,7 +14,6 @@ from l2l_plugin.families import make_family
 from l2l_plugin.pipeline import MetaTrainOutcome, PhaseHook, meta_train_and_evaluate, stop_reason_of
 from l2l_plugin.text import clip
 from l2l_plugin.training import MetaTrainCallback, MetaTrainingCancelled
-
 from l2l_registry.conventions import (
     MAX_TAG_LENGTH,
     TAG_FAMILY,

@@ -29,10 +29,15 @@ from pydantic import ValidationError
 
 from l2l_plugin.families import TaskFamily
 from l2l_plugin.pipeline import PhaseHook, PhaseProgress
-from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig, MetaTrainingCancelled, MetaTrainProgress, meta_train
-from l2l_plugin.training import MetaTrainingDiverged
+from l2l_plugin.training import (
+    MetaTrainCallback,
+    MetaTrainConfig,
+    MetaTrainingCancelled,
+    MetaTrainingDiverged,
+    MetaTrainProgress,
+    meta_train,
+)
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
-
 from l2l_registry.search.space import SearchSpace
 from l2l_registry.search.spec import SearchSpec
 

@@ -11,7 +11,6 @@ from typing import Any
 from l2l_plugin.artifacts import Provenance, TrainedOptimizer, save_trained_optimizer
 from l2l_plugin.pipeline import MetaTrainOutcome
 from l2l_plugin.training import MetaTrainCallback, MetaTrainConfig
-
 from l2l_registry.conventions import TAG_FAMILY
 from l2l_registry.quiet import quiet
 from l2l_registry.tracking import MlflowMetricsLogger, flatten
