@@ -90,3 +90,31 @@ def untrained_optimizer(network: dict, head_std: float = 0.5):
         network=config, family="none", family_config={}, meta_training={}, provenance=Provenance(library_version="t")
     )
     return TrainedOptimizer(manifest, net)
+
+
+# A process that takes the champion lock of l2l-quadratic, prints when it has it, holds it argv[2] s.
+CHAMPION_LOCK_HOLDER = (
+    "import sys, time; from l2l_api.db import JobStore\n"
+    "store = JobStore(sys.argv[1]); print('waiting', flush=True)\n"
+    "with store.champion_lock('l2l-quadratic'):\n"
+    "    print(time.time(), flush=True)\n"
+    "    time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def assert_champion_lock_excludes_another_process(store, url: str) -> None:
+    """While this process holds the lock, another process waits for it and gets it only after."""
+    import subprocess
+    import sys
+    import time
+
+    with store.champion_lock("l2l-quadratic"):
+        other = subprocess.Popen(
+            [sys.executable, "-c", CHAMPION_LOCK_HOLDER, url, "0"], stdout=subprocess.PIPE, text=True
+        )
+        assert other.stdout is not None and other.stdout.readline().strip() == "waiting"
+        time.sleep(2)
+        assert other.poll() is None  # still waiting for the lock
+        released = time.time()
+    out, _ = other.communicate(timeout=60)
+    assert float(out) >= released

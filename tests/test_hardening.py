@@ -45,6 +45,8 @@ from l2l_plugin.artifacts import (  # noqa: E402
 from l2l_plugin.optimizer.config import OptimizerNetConfig  # noqa: E402
 from l2l_plugin.optimizer.network import LSTMOptimizerNet  # noqa: E402
 
+from helpers import assert_champion_lock_excludes_another_process  # noqa: E402
+
 PASSWORD = "s3cret-Passw0rd"
 
 
@@ -402,26 +404,12 @@ def test_a_nearly_full_data_directory_refuses_jobs_and_degrades_health(mlflow_di
 
 
 def test_the_champion_lock_excludes_other_processes(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     from l2l_api.db import JobStore
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     store = JobStore(url)
-    script = (
-        "import sys, time; from l2l_api.db import JobStore\n"
-        "store = JobStore(sys.argv[1]); print('waiting', flush=True)\n"
-        "with store.champion_lock('l2l-quadratic'): print(time.time(), flush=True)\n"
-    )
-    with store.champion_lock("l2l-quadratic"):
-        other = subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True)
-        assert other.stdout is not None and other.stdout.readline().strip() == "waiting"
-        time.sleep(2)
-        assert other.poll() is None  # still waiting for the lock
-        released = time.time()
-    out, _ = other.communicate(timeout=60)
-    assert float(out) >= released
+    assert_champion_lock_excludes_another_process(store, url)
     # Another model's lock is independent.
     with store.champion_lock("l2l-quadratic"):
         done = threading.Event()

@@ -31,6 +31,8 @@ psycopg = pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip insta
 
 from l2l_api.db import JobResult, JobRow, JobStore  # noqa: E402
 
+from helpers import CHAMPION_LOCK_HOLDER, assert_champion_lock_excludes_another_process  # noqa: E402
+
 PASSWORD = "pg-" + uuid.uuid4().hex
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"  # the stored values
 
@@ -206,26 +208,10 @@ def test_concurrent_workers_never_claim_one_job_twice(database_url: str) -> None
     store.dispose()
 
 
-HOLDER = (
-    "import sys, time; from l2l_api.db import JobStore\n"
-    "store = JobStore(sys.argv[1]); print('waiting', flush=True)\n"
-    "with store.champion_lock('l2l-quadratic'):\n"
-    "    print(time.time(), flush=True)\n"
-    "    time.sleep(float(sys.argv[2]))\n"
-)
-
-
 @pytest.mark.slow  # processes that import torch (through l2l_registry)
 def test_the_champion_lock_excludes_other_processes_on_postgresql(database_url: str) -> None:
     store = JobStore(database_url)
-    with store.champion_lock("l2l-quadratic"):
-        other = subprocess.Popen([sys.executable, "-c", HOLDER, database_url, "0"], stdout=subprocess.PIPE, text=True)
-        assert other.stdout is not None and other.stdout.readline().strip() == "waiting"
-        time.sleep(2)
-        assert other.poll() is None  # still waiting for the lock
-        released = time.time()
-    out, _ = other.communicate(timeout=60)
-    assert float(out) >= released
+    assert_champion_lock_excludes_another_process(store, database_url)
     # Another model's lock is independent; the same model's excludes this process's other threads.
     with store.champion_lock("l2l-quadratic"):
         taken: dict[str, threading.Event] = {name: threading.Event() for name in ("l2l-mnist_mlp", "l2l-quadratic")}
@@ -246,7 +232,7 @@ def test_the_champion_lock_excludes_other_processes_on_postgresql(database_url: 
 @pytest.mark.slow  # processes that import torch (through l2l_registry)
 def test_a_killed_holder_releases_the_champion_lock(database_url: str) -> None:
     store = JobStore(database_url)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, database_url, "600"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", CHAMPION_LOCK_HOLDER, database_url, "600"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "waiting"
         float(holder.stdout.readline())  # it holds the lock
