@@ -9,7 +9,9 @@ import torch
 from pydantic import ValidationError
 
 from l2l_plugin.optimizer import LSTMOptimizerNet, OptimizerNetConfig
-from l2l_plugin.optimizer.network import Segments, gradient_features, lstm_cell
+from l2l_plugin.optimizer.features import gradient_features
+from l2l_plugin.optimizer.lstm_cell import lstm_cell
+from l2l_plugin.optimizer.network import Segments
 
 
 def test_preprocessing_follows_the_paper():

@@ -14,7 +14,8 @@ from torch.optim import Optimizer
 
 from l2l_plugin.artifacts import TrainedOptimizer, load_trained_optimizer
 from l2l_plugin.optimizer.config import DEFAULT_GROUP
-from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, loss_feature
+from l2l_plugin.optimizer.features import loss_feature
+from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet
 
 _LSTM_KEY = "lstm_state"
 _MOMENTS_KEY = "moments"

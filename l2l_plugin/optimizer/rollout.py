@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from l2l_plugin.families import Params, TaskStack
-from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, Segments, loss_feature
+from l2l_plugin.optimizer.features import loss_feature
+from l2l_plugin.optimizer.network import CoordinateState, LSTMOptimizerNet, Segments
 
 
 class OptimizeeBatch:
