@@ -246,3 +246,26 @@ def test_workers_run_below_the_service_priority(client) -> None:
     worker = wait_for(lambda: client.get("/health", headers=auth()).json(), lambda h: h["workers"]["alive"] == 1, 60)
     pid = worker["workers"]["processes"][0]["pid"]
     assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+
+
+def test_an_ntm_bfgs_job_publishes_an_optimizer_that_loads_from_the_service(client, tmp_path: Path) -> None:
+    """network.kind=ntm_bfgs through POST /meta-train → worker → registry → GET …/files → torch.optim."""
+    meta = tiny_request()["meta_overrides"]
+    meta["network"] = {**meta.get("network", {}), "kind": "ntm_bfgs", "memory": {"slots": 2}}
+    job = finished(client, submit(client, meta_overrides=meta)["id"])
+    assert job["state"] == "succeeded", job
+    version = job["result"]["model_version"]
+    detail = client.get(f"/optimizers/quadratic/{version}").json()
+    assert detail["manifest"]["network"]["kind"] == "ntm_bfgs"
+    response = client.get(f"/optimizers/quadratic/{version}/files")
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        archive.extractall(tmp_path / "files")
+    from l2l_registry import load_optimizer
+
+    theta = torch.zeros(4, requires_grad=True)
+    optimizer = load_optimizer(tmp_path / "files", [theta])
+    assert optimizer.net.config.memory is not None and optimizer.net.config.memory.slots == 2
+    loss = (theta - 1).square().sum()
+    loss.backward()
+    optimizer.step(loss=loss)
+    assert not torch.equal(theta, torch.zeros(4)) and "memory" in optimizer.state[theta]
