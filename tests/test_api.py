@@ -456,7 +456,7 @@ def test_cancelling_a_running_job_is_a_request_to_its_worker(client) -> None:
 
 
 def _claimed_reporter(client):
-    from l2l_api.worker import JobProgressReporter
+    from l2l_api.job_progress import JobProgressReporter
 
     job = client.post("/meta-train", json=tiny_request(), headers=auth()).json()
     store = client.app.state.store

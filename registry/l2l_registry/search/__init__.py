@@ -26,7 +26,7 @@ _EXPORTS = {
     "SearchSpec": "spec",
     "parse_search": "spec",
     "RecipeSearch": "study",
-    "SearchOutcome": "study",
+    "SearchOutcome": "outcome",
     "SearchStopped": "study",
 }
 

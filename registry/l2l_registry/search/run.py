@@ -25,8 +25,9 @@ from l2l_registry.conventions import (
     model_name,
 )
 from l2l_registry.quiet import quiet
+from l2l_registry.search.outcome import SearchOutcome
 from l2l_registry.search.spec import SearchSpec
-from l2l_registry.search.study import RecipeSearch, SearchOutcome
+from l2l_registry.search.study import RecipeSearch
 from l2l_registry.search.tracking import PARENT_RUN_ATTR, EchoObserver, MlflowTrialObserver, record_search
 from l2l_registry.store import Store, client, configure
 

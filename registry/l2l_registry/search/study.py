@@ -17,13 +17,10 @@ import json
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import ValidationError
 
@@ -38,8 +35,10 @@ from l2l_plugin.training import (
     meta_train,
 )
 from l2l_plugin.training.presets import deep_merge, meta_train_recipe
+from l2l_registry.search.outcome import SearchOutcome, TrialSummary
 from l2l_registry.search.space import SearchSpace
 from l2l_registry.search.spec import SearchSpec
+from l2l_registry.search.storage import open_storage
 
 logger = logging.getLogger("l2l_registry.search")
 
@@ -47,8 +46,6 @@ DEFAULTS_ATTR = "l2l.defaults"  # user attr of the trial that runs the default r
 LABELS_ATTR = "l2l.labels"  # the knob labels a trial ran with (the defaults' trial has none)
 INVALID_ATTR = "l2l.invalid"  # why a candidate's config did not validate
 ERROR_ATTR = "l2l.error"  # why a candidate's meta-training crashed
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
 MIN_TRIAL_SECONDS = 1.0  # less than this left in the budget: no new trial
 PHASE_SEARCHING = "searching"  # the phase before meta-training (PhaseProgress: trials done / total)
 
@@ -78,102 +75,6 @@ def finished_trials(study: optuna.Study) -> int:
 class SearchStopped(MetaTrainingCancelled):
     """The caller's ``should_stop`` asked the search to stop (cancelled job, lost worker); the
     running trial is left FAIL in the study, so a resumed search runs it again."""
-
-
-@dataclass(frozen=True)
-class TrialSummary:
-    number: int
-    state: str  # COMPLETE, PRUNED, FAIL, RUNNING
-    value: float | None
-    defaults: bool
-    labels: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    study_name: str
-    overrides: dict[str, Any]  # the winning recipe (the defaults' own overrides when not improved)
-    train_overrides: dict[str, Any]  # what the full training runs with: the recipe, its warm start reused
-    improved: bool  # a searched recipe beat the defaults on the validation tasks
-    best_trial: int | None
-    best_value: float | None
-    default_value: float | None  # the defaults' trial's score (None: it did not complete)
-    labels: dict[str, Any]  # the winner's knob labels ({} for the defaults)
-    trials: list[TrialSummary] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for trial in self.trials:
-            counts[trial.state.lower()] = counts.get(trial.state.lower(), 0) + 1
-        return counts
-
-    def message(self) -> str:
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(self.counts.items()))
-        head = f"search {self.study_name}: {len(self.trials)} trials ({counts})"
-        if self.improved:
-            return (
-                f"{head}; trial {self.best_trial} scored {self.best_value:.4g} on the validation tasks "
-                f"against the defaults' {_fmt(self.default_value)}: training its recipe"
-            )
-        return f"{head}; nothing better than the defaults ({_fmt(self.default_value)}): training the defaults"
-
-    def as_dict(self) -> dict[str, Any]:
-        """What the manifest, the version's tag and the job result keep."""
-        return {
-            "study": self.study_name,
-            "trials": len(self.trials),
-            "states": self.counts,
-            "improved": self.improved,
-            "best_trial": self.best_trial,
-            "best_value": self.best_value,
-            "default_value": self.default_value,
-            "labels": self.labels,
-            "recipe": self.overrides,
-            "seconds": round(self.seconds, 1),
-            "message": self.message(),
-        }
-
-
-def _fmt(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.4g}"
-
-
-def open_storage(url: str) -> RDBStorage:
-    sqlite = url.startswith("sqlite")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
-    if sqlite:
-        _serialize_sqlite_transactions(storage.engine)
-    return storage
-
-
-def _serialize_sqlite_transactions(engine: Any) -> None:
-    """Make every transaction on a SQLite study take the write lock when it begins.
-
-    SQLite has no SELECT … FOR UPDATE, so two processes could both read a waiting trial (the
-    enqueued defaults) before either marks it running, and both run it. BEGIN IMMEDIATE makes
-    that read-then-write one step (SQLAlchemy's recipe for serializable SQLite).
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # pysqlite's own BEGIN would come too late
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners would not have them
 
 
 def _pruner(spec: SearchSpec, validation_every: int) -> optuna.pruners.BasePruner:
